@@ -1,0 +1,83 @@
+"""The capability probe classifies every kind of binary the suite meets, and bad --qemu
+input is a clear usage error, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ivflat.paths import REPO, reference_tool
+from ivflat.probe import ProbeError, probe_uncached
+
+DEBIAN_QEMU = Path("/usr/bin/qemu-system-arm")
+
+
+def _debian_10() -> bool:
+    if not DEBIAN_QEMU.exists():
+        return False
+    out = subprocess.run([str(DEBIAN_QEMU), "--version"], capture_output=True, text=True)
+    return "version 10." in out.stdout
+
+
+@pytest.mark.skipif(not _debian_10(), reason="Debian's qemu-system-arm 10.0.x is not "
+                    "installed (ci/install-deps installs it from bookworm-backports)")
+def test_debian_stock_binary_is_type_only():
+    """Debian 10.0.x: the type exists (props chardev, shmem-size) but is not creatable,
+    not wired, and there is no qtest accelerator; the skip reason says all that."""
+    caps = probe_uncached(DEBIAN_QEMU)
+    assert caps.version.startswith("10.0")
+    assert caps.has_device_type
+    assert not caps.user_creatable
+    assert not caps.wired
+    assert not caps.qtest_accel
+    assert {"chardev", "shmem-size"} <= set(caps.properties)
+    assert "not user-creatable" in caps.device_skip_reason
+    assert "ci/build-qemu" in caps.device_skip_reason
+    assert "no qtest accelerator" in caps.qtest_skip_reason
+
+
+@pytest.mark.skipif(reference_tool("qemu-system-arm") is None,
+                    reason="no reference build: run ci/build-qemu")
+def test_reference_build_is_wired_with_qtest():
+    caps = probe_uncached(reference_tool("qemu-system-arm"))
+    assert caps.has_device_type and caps.user_creatable and caps.wired and caps.qtest_accel
+    assert caps.missing_props == []
+    assert caps.device_skip_reason is None and caps.qtest_skip_reason is None
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ProbeError, match="no such file"):
+        probe_uncached(tmp_path / "qemu-system-arm")
+
+
+def test_non_qemu_binary_is_a_clear_error():
+    with pytest.raises(ProbeError, match="not a QEMU system emulator"):
+        probe_uncached(Path("/bin/true"))
+
+
+def test_non_arm_qemu_is_a_clear_error(tmp_path):
+    """A QEMU of another target (stood in for by a script answering like one, since no
+    other qemu-system-* is installed) is refused for lacking mps2-an385."""
+    fake = tmp_path / "qemu-system-riscv32"
+    fake.write_text('#!/bin/sh\ncase "$*" in\n  --version) echo "QEMU emulator version '
+                    '10.0.0";;\n  *) echo "Supported machines are:"; echo "virt  RISC-V";;\n'
+                    'esac\n')
+    fake.chmod(0o755)
+    with pytest.raises(ProbeError, match="no mps2-an385 machine"):
+        probe_uncached(fake)
+
+
+@pytest.mark.parametrize("bad", ["/nonexistent/qemu-system-arm", "/bin/true"])
+def test_pytest_reports_bad_qemu_as_usage_error(bad):
+    """`pytest --qemu BAD` exits with pytest's usage-error status and one clear line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    res = subprocess.run([sys.executable, "-m", "pytest", f"--qemu={bad}", "-q",
+                          "qtests/test_probe.py::test_missing_path_is_a_clear_error"],
+                         cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert bad in res.stderr and ("no such file" in res.stderr or "not a QEMU" in res.stderr)
