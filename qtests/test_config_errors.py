@@ -1,0 +1,86 @@
+"""Bad configurations: QEMU exits promptly with a message that names the problem; it never
+hangs, never aborts."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivflat import board
+
+pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
+
+
+def _fails_with(vm, *needles: str) -> str:
+    rc = vm.wait_exit(timeout=10)
+    err = vm.stderr()
+    assert rc == 1, f"expected exit status 1, got {rc}: {err}"
+    assert not vm.crashed(), err
+    for n in needles:
+        assert n in err, f"{n!r} not in stderr: {err}"
+    return err
+
+
+def test_no_chardev(launch_vm):
+    vm = launch_vm(None, wait_ready=False)
+    _fails_with(vm, "ivshmem server socket not specified")
+
+
+def test_server_socket_absent(launch_vm, short_tmp):
+    """A chardev path with no server listening: the chardev layer refuses to start."""
+    from ivflat.machine import IvshmemFlatDevice
+
+    dev = IvshmemFlatDevice(server_socket=short_tmp / "nobody.sock")
+    vm = launch_vm(None, device=dev, wait_ready=False)
+    _fails_with(vm, "nobody.sock")
+
+
+def test_size_mismatch_with_server(make_server, launch_vm):
+    server = make_server(shm_size=board.SHMEM_SIZE)
+    vm = launch_vm(server, shmem_size=board.SHMEM_SIZE // 2, wait_ready=False)
+    _fails_with(vm, "shmem size different from device size")
+
+
+@pytest.mark.parametrize("missing", ["iomem", "shmem"])
+def test_missing_address_property(ivshmem_server, launch_vm, missing):
+    vm = launch_vm(ivshmem_server, wait_ready=False, **{missing: None})
+    _fails_with(vm, f"x-bus-address-{missing} must be set")
+
+
+@pytest.mark.parametrize("path,needle", [
+    ("/machine/armv7m/nvic/unnamed-gpio-in[999]", "does not resolve to an IRQ"),
+    ("/machine/no/such/thing", "does not resolve to an IRQ"),
+    ("/machine/armv7m/nvic", "does not resolve to an IRQ"),  # an object, but not an IRQ
+])
+def test_bad_irq_path(ivshmem_server, launch_vm, path, needle):
+    vm = launch_vm(ivshmem_server, irq_qompath=path, wait_ready=False)
+    _fails_with(vm, needle, path)
+
+
+def test_ambiguous_irq_path(ivshmem_server, launch_vm):
+    """A partial path matching many IRQ objects is refused as ambiguous."""
+    vm = launch_vm(ivshmem_server, irq_qompath="unnamed-gpio-in[6]", wait_ready=False)
+    _fails_with(vm, "ambiguous")
+
+
+@pytest.mark.parametrize("what,addr,needle", [
+    ("iomem", board.UART0_ADDR, "overlaps 'uart'"),
+    ("shmem", 0x0, "overlaps 'mps.ssram1'"),
+    ("shmem", 0x40100000, "overlaps 'lan9118-mmio'"),  # upstream's example address
+])
+def test_overlapping_region(ivshmem_server, launch_vm, what, addr, needle):
+    vm = launch_vm(ivshmem_server, wait_ready=False, **{what: addr})
+    _fails_with(vm, needle, f"x-bus-address-{what}")
+
+
+def test_server_sends_no_shm_fd(make_server, launch_vm):
+    from ivflat.server import Fault
+
+    server = make_server(kind="python", fault=Fault.NO_SHM_FD)
+    vm = launch_vm(server, wait_ready=False)
+    _fails_with(vm, "Could not receive valid shmem fd")
+
+
+def test_machine_without_dynamic_sysbus_refuses_device(ivshmem_server, launch_vm):
+    """Only mps2 machines opt in: another Cortex-M board refuses the device by name."""
+    vm = launch_vm(ivshmem_server, machine="microbit", wait_ready=False)
+    _fails_with(vm, "ivshmem-flat")

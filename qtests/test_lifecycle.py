@@ -1,0 +1,62 @@
+"""Life cycle: system_reset, device_del, quit."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivflat import board
+from ivflat.device import IvshmemFlat
+from ivflat.machine import QMPError
+
+pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
+
+
+def test_system_reset_keeps_id_memory_and_notifications(dev, ivshmem_server):
+    """The device has no reset handler: after system_reset its id, the shared RAM contents
+    (host-owned memory) and doorbell->IRQ delivery are unchanged."""
+    vm = dev.vm
+    own = dev.ivposition
+    vm.wait_vectors(own, 1)
+    dev.shm_write(0, b"survives reset")
+    vm.qmp("system_reset")
+    vm.wait_event("RESET")
+    assert dev.ivposition == own
+    assert ivshmem_server.read(0, 14) == b"survives reset"
+    assert dev.shm_read(0, 14) == b"survives reset"
+    mark = dev.mark()
+    dev.ring(own, 0)
+    dev.wait_pulses(1, since=mark)
+
+
+def test_device_del_is_refused_cleanly(vm):
+    """device_del on the sysbus device is refused (the main system bus does not hotplug)
+    with an error naming the reason; QEMU and the device keep working."""
+    dev = IvshmemFlat(vm)
+    own = dev.ivposition
+    with pytest.raises(QMPError, match="hotplug|does not support"):
+        vm.qmp("device_del", id="ivshmem0")
+    assert vm.qom_get("/machine/peripheral/ivshmem0", "realized") is True
+    assert dev.ivposition == own
+    vm.wait_vectors(own, 1)
+    mark = dev.mark()
+    dev.ring(own, 0)
+    dev.wait_pulses(1, since=mark)
+
+
+def test_quit_is_clean(vm, ivshmem_server):
+    """QMP quit: exit status 0, no crash message, and the server sees the peer leave."""
+    own = IvshmemFlat(vm).ivposition
+    assert own in ivshmem_server.peers
+    vm.qmp("quit")
+    assert vm.wait_exit(timeout=10) == 0
+    assert not vm.crashed(), vm.stderr()
+    ivshmem_server.wait_peers(0, timeout=5)
+    assert own not in ivshmem_server.peers
+
+
+def test_irq_line_shared_with_nothing(vm):
+    """The default NVIC input is not driven by any board device: intercepting the armv7m
+    inputs shows no activity on it until the device rings."""
+    dev = IvshmemFlat(vm)
+    dev.settle()
+    assert vm.irq_events(board.IRQ_LINE) == []

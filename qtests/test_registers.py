@@ -1,0 +1,97 @@
+"""Register block: IVPOSITION, the reserved INTMASK/INTSTATUS, write-only DOORBELL, and
+what narrower or unaligned accesses do (documented here as found in 10.0.x)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ivflat import board
+from ivflat.device import IvshmemFlat
+
+pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
+
+
+@pytest.mark.parametrize("peer_id", [0, 1, 7, 0x1234, 0xFFFE])
+def test_ivposition_reports_server_assigned_id(make_server, launch_vm, peer_id):
+    """IVPOSITION is the peer id the server handed out in the greeting, for small, large
+    and 16-bit-boundary ids (the device keeps the id as uint16)."""
+    server = make_server(kind="python", ids=[peer_id])
+    vm = launch_vm(server)
+    assert IvshmemFlat(vm).ivposition == peer_id
+
+
+def test_ivposition_differs_per_connection(ivshmem_server, launch_vm):
+    """Two guests on one server get distinct ids, and each reads its own."""
+    a, b = IvshmemFlat(launch_vm(ivshmem_server)), IvshmemFlat(launch_vm(ivshmem_server))
+    assert a.ivposition != b.ivposition
+    assert {a.ivposition, b.ivposition} == set(ivshmem_server.peers)
+
+
+@pytest.mark.parametrize("reg", [board.INTMASK, board.INTSTATUS])
+def test_reserved_registers_read_zero_and_ignore_writes(dev, reg):
+    """INTMASK and INTSTATUS are reserved in revision 1: zero, whatever is written."""
+    assert dev.reg(reg) == 0
+    for value in (0xFFFFFFFF, 0x1, 0xA5A5A5A5):
+        dev.set_reg(reg, value)
+        assert dev.reg(reg) == 0
+
+
+def test_ivposition_ignores_writes(dev):
+    before = dev.ivposition
+    dev.set_reg(board.IVPOSITION, before ^ 0xFFFF)
+    assert dev.ivposition == before
+
+
+def test_doorbell_reads_zero(dev):
+    """DOORBELL is write-only: it reads as zero, also right after a ring."""
+    assert dev.reg(board.DOORBELL) == 0
+    dev.ring(dev.ivposition, 0)
+    assert dev.reg(board.DOORBELL) == 0
+    assert dev.vm.traces("ivshmem_flat_read_mmr_doorbell"), "no write-only trace on read"
+
+
+def test_register_block_is_16_bytes_at_iomem(vm):
+    """info mtree: the MMIO region is exactly 0x10 bytes at x-bus-address-iomem."""
+    mtree = vm.hmp("info mtree -f")
+    start, end = board.IOMEM_ADDR, board.IOMEM_ADDR + board.REG_BLOCK_SIZE - 1
+    assert re.search(rf"{start:016x}-{end:016x} \(prio 0, i/o\): ivshmem-mmio", mtree), mtree
+
+
+def test_access_past_block_does_not_reach_device(dev):
+    """The word after the block belongs to the board's background region: reads 0 and the
+    device sees no access (no ivshmem_flat_read_mmr trace for it)."""
+    before = len(dev.vm.traces("ivshmem_flat_read_mmr"))
+    assert dev.vm.readl(board.IOMEM_ADDR + board.REG_BLOCK_SIZE) == 0
+    dev.settle()
+    assert len(dev.vm.traces("ivshmem_flat_read_mmr")) == before
+
+
+def test_byte_and_halfword_reads_of_ivposition(make_server, launch_vm):
+    """The device implements 32-bit accesses only; QEMU widens 8/16-bit reads and extracts
+    the lanes, so the bytes of IVPOSITION read back little-endian."""
+    vm = launch_vm(make_server(kind="python", ids=[0x1234]))
+    base = board.IOMEM_ADDR + board.IVPOSITION
+    assert vm.readb(base) == 0x34
+    assert vm.readb(base + 1) == 0x12
+    assert vm.readw(base) == 0x1234
+    assert vm.readw(base + 2) == 0
+
+
+def test_halfword_write_to_doorbell_low_half_rings(dev):
+    """A 16-bit write to DOORBELL's low half is widened to a 32-bit write of the same value:
+    peer 0, the given vector (documented behaviour of 10.0.x)."""
+    dev.vm.writew(board.IOMEM_ADDR + board.DOORBELL, 0x0000)
+    dev.settle()
+    rings = dev.vm.traces("ivshmem_flat_interrupt_peer")
+    assert rings and rings[-1].ints[:2] == (0, 0)
+
+
+def test_unaligned_word_access_is_ignored(dev):
+    """Unaligned 32-bit accesses are rejected by the memory core (the device declares no
+    unaligned support): they read as 0 and do not ring anything."""
+    mark = len(dev.vm.traces("ivshmem_flat_interrupt_peer"))
+    dev.vm.writel(board.IOMEM_ADDR + board.DOORBELL - 1, 0x00000000)
+    dev.settle()
+    assert len(dev.vm.traces("ivshmem_flat_interrupt_peer")) == mark
