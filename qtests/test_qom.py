@@ -66,7 +66,7 @@ def test_realized_properties_are_read_only(vm):
     """Setting a property of a realized device is refused with a QMP error."""
     from ivflat.machine import QMPError
 
-    with pytest.raises(QMPError, match="realized|Insufficient|can't|cannot|not"):
+    with pytest.raises(QMPError, match="after it was realized"):
         vm.qom_set(DEV, "shmem-size", 4096)
     assert vm.qom_get(DEV, "shmem-size") == board.SHMEM_SIZE
 

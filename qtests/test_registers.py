@@ -49,7 +49,7 @@ def test_doorbell_reads_zero(dev):
     assert dev.reg(board.DOORBELL) == 0
     dev.ring(dev.ivposition, 0)
     assert dev.reg(board.DOORBELL) == 0
-    assert dev.vm.traces("ivshmem_flat_read_mmr_doorbell"), "no write-only trace on read"
+    dev.vm.wait_trace("ivshmem_flat_read_mmr_doorbell", count=2)
 
 
 def test_register_block_is_16_bytes_at_iomem(vm):
@@ -62,20 +62,30 @@ def test_register_block_is_16_bytes_at_iomem(vm):
 def test_access_past_block_does_not_reach_device(dev):
     """The word after the block belongs to the board's background region: reads 0 and the
     device sees no access (no ivshmem_flat_read_mmr trace for it)."""
-    before = len(dev.vm.traces("ivshmem_flat_read_mmr"))
     assert dev.vm.readl(board.IOMEM_ADDR + board.REG_BLOCK_SIZE) == 0
     dev.settle()
-    assert len(dev.vm.traces("ivshmem_flat_read_mmr")) == before
+    offsets = [t.ints[0] for t in dev.vm.traces("ivshmem_flat_read_mmr")]
+    assert board.REG_BLOCK_SIZE not in offsets and offsets, offsets
 
 
-def test_byte_and_halfword_reads_of_ivposition(make_server, launch_vm):
-    """The device implements 32-bit accesses only; QEMU widens 8/16-bit reads and extracts
-    the lanes, so the bytes of IVPOSITION read back little-endian."""
+def test_narrow_reads_at_register_base(make_server, launch_vm):
+    """8/16-bit reads at a register's own offset are widened to 32 bits and masked: the
+    low lanes of IVPOSITION read back little-endian."""
     vm = launch_vm(make_server(kind="python", ids=[0x1234]))
     base = board.IOMEM_ADDR + board.IVPOSITION
     assert vm.readb(base) == 0x34
-    assert vm.readb(base + 1) == 0x12
     assert vm.readw(base) == 0x1234
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "device bug: impl.min_access_size=4 with no .valid limits, so the memory core hands "
+    "the device offset 9/10 (widened) and it answers 0 for an 'invalid' register"))
+def test_narrow_reads_inside_a_register(make_server, launch_vm):
+    """A CPU reading byte 1 or halfword 1 of IVPOSITION gets the id's upper lanes (or the
+    access is refused): never a silent 0."""
+    vm = launch_vm(make_server(kind="python", ids=[0x1234]))
+    base = board.IOMEM_ADDR + board.IVPOSITION
+    assert vm.readb(base + 1) == 0x12
     assert vm.readw(base + 2) == 0
 
 
@@ -88,10 +98,14 @@ def test_halfword_write_to_doorbell_low_half_rings(dev):
     assert rings and rings[-1].ints[:2] == (0, 0)
 
 
-def test_unaligned_word_access_is_ignored(dev):
-    """Unaligned 32-bit accesses are rejected by the memory core (the device declares no
-    unaligned support): they read as 0 and do not ring anything."""
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "device bug: an unaligned word write at DOORBELL-1 is split into byte writes, and the "
+    "one landing on DOORBELL is widened to a 32-bit write of a single byte: it rings"))
+def test_unaligned_word_write_does_not_ring(dev):
+    """A misaligned 32-bit write straddling DOORBELL must not ring anybody with a torn
+    value (here it would ring peer 0 vector 0x12 or 0)."""
+    dev.sync_traces()
     mark = len(dev.vm.traces("ivshmem_flat_interrupt_peer"))
-    dev.vm.writel(board.IOMEM_ADDR + board.DOORBELL - 1, 0x00000000)
+    dev.vm.writel(board.IOMEM_ADDR + board.DOORBELL - 1, 0x00001200)
     dev.settle()
-    assert len(dev.vm.traces("ivshmem_flat_interrupt_peer")) == mark
+    assert dev.vm.traces("ivshmem_flat_interrupt_peer")[mark:] == []

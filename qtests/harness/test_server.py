@@ -1,0 +1,558 @@
+"""Self-tests of the ivshmem server side of the harness: the Python server (protocol order,
+ids, fault hooks, cleanup), HostPeer, and both against QEMU's own ivshmem-server and
+ivshmem-client. No qemu-system-arm needed; the QEMU tools are skipped when not built.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivflat import board
+from ivflat.paths import reference_dir, reference_tool
+from ivflat.peer import HostPeer, MessageReader, ProtocolError, readable, recv_msg
+from ivflat.server import Fault, FaultKind, IvshmemServer, make_server
+
+SIZE = 64 * 1024  # small shm keeps the tests fast; sizes are not what is under test
+
+
+def _tool(name: str) -> Path:
+    path = reference_tool(name)
+    if path is None:
+        pytest.skip(f"QEMU's {name} not built: {reference_dir() / name} is missing "
+                    "(run ci/build-qemu; the cache is $IVSHMEM_SUITE_CACHE or "
+                    "~/.cache/ivshmem-flat-suite)")
+    return path
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """Short directory for sockets (AF_UNIX paths are limited to 107 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="ivs-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def start_server(sock_dir: Path) -> Iterator[Callable[..., IvshmemServer]]:
+    """Factory for started Python servers, all stopped at teardown."""
+    servers: list[IvshmemServer] = []
+
+    def factory(**kw: Any) -> IvshmemServer:
+        kw.setdefault("shm_size", SIZE)
+        srv = IvshmemServer(sock_dir / f"s{len(servers)}.sock", **kw)
+        servers.append(srv)
+        return srv.start()
+
+    yield factory
+    for srv in servers:
+        srv.stop()
+
+
+def _fd_kind(fd: int) -> str:
+    """'memfd:<size>', 'eventfd', 'pipe' or the /proc link, for exact message asserts."""
+    link = os.readlink(f"/proc/self/fd/{fd}")
+    if link.startswith("/memfd:"):
+        return f"memfd:{os.fstat(fd).st_size}"
+    if link == "anon_inode:[eventfd]":
+        return "eventfd"
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return "pipe"
+    return link
+
+
+class Raw:
+    """A bare protocol client: reads messages, describes their fds, asserts silence."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(path))
+        self.reader = MessageReader(self.sock)
+        self.kept: list[int] = []
+
+    def take(self, n: int, keep: bool = False) -> list[tuple[int, str | None]]:
+        out = []
+        for _ in range(n):
+            value, fd = recv_msg(self.reader, 5.0)
+            out.append((value, None if fd is None else _fd_kind(fd)))
+            if fd is not None:
+                (self.kept.append if keep else os.close)(fd)
+        return out
+
+    def quiet(self) -> bool:
+        """Nothing more is queued for us (callers first wait until the server is done)."""
+        return not readable(self.sock, 0)
+
+    def close(self) -> None:
+        for fd in self.kept:
+            os.close(fd)
+        self.reader.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Raw]]:
+    clients: list[Raw] = []
+
+    def factory(path: Path) -> Raw:
+        clients.append(Raw(path))
+        return clients[-1]
+
+    yield factory
+    for c in clients:
+        c.close()
+
+
+def _greeting(peer_id: int, version: int = 0, shm: str | None = f"memfd:{SIZE}"):
+    return [(version, None), (peer_id, None), (-1, shm)]
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_exact_message_order_mirrors_qemu(start_server, raw):
+    """Greeting, others' vectors, own vectors; the existing peer hears of the new one;
+    a hang-up is the id without fd to the rest."""
+    srv = start_server(vectors=2)
+    a = raw(srv.socket_path)
+    srv.wait_accepted(1)
+    assert a.take(5) == [*_greeting(0), (0, "eventfd"), (0, "eventfd")]
+    assert a.quiet()
+    b = raw(srv.socket_path)
+    srv.wait_accepted(2)
+    assert b.take(7) == [*_greeting(1), (0, "eventfd"), (0, "eventfd"),
+                         (1, "eventfd"), (1, "eventfd")]
+    assert a.take(2) == [(1, "eventfd"), (1, "eventfd")]
+    assert a.quiet() and b.quiet()
+    c = raw(srv.socket_path)
+    srv.wait_accepted(3)
+    assert c.take(9) == [*_greeting(2), *[(0, "eventfd")] * 2, *[(1, "eventfd")] * 2,
+                         *[(2, "eventfd")] * 2]
+    b.close()
+    srv.wait_peers(2)
+    assert a.take(3) == [(2, "eventfd"), (2, "eventfd"), (1, None)]
+    assert c.take(1) == [(1, None)]
+    assert a.quiet() and c.quiet()
+
+
+def test_ids_count_up_and_are_never_reused(start_server):
+    srv = start_server()
+    with HostPeer(srv.socket_path) as p0:
+        with HostPeer(srv.socket_path) as p1:
+            assert (p0.id, p1.id) == (0, 1)
+        srv.wait_peers(1)
+        with HostPeer(srv.socket_path) as p2:
+            assert p2.id == 2  # QEMU's counter never goes back
+            assert srv.peers == [0, 2]
+
+
+def test_explicit_ids_then_counter(start_server):
+    srv = start_server(ids=[5, 2], first_id=7)
+    peers = [HostPeer(srv.socket_path) for _ in range(3)]
+    try:
+        assert [p.id for p in peers] == [5, 2, 7]
+        assert srv.wait_peers(3) == [5, 2, 7]
+    finally:
+        for p in peers:
+            p.close()
+
+
+def test_host_peers_see_each_other_and_ring(start_server):
+    srv = start_server(vectors=3)
+    with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
+        assert a.version == 0 and (a.id, b.id) == (0, 1)
+        a.wait_peer_vectors(b.id, 3)
+        b.wait_peer_vectors(a.id, 3)
+        b.wait_own_vectors(3)
+        assert len(srv.vectors_of(b.id)) == 3
+        a.ring(b.id, 2)
+        a.ring(b.id, 2)
+        assert b.wait_vector(2, timeout=5) == 2  # eventfd counts: two rings, one read
+        assert not b.pending(2) and not b.pending(0)
+        b.ring(a.id, 0)
+        assert a.wait_vector(0, timeout=5) == 1
+        a.ring(a.id, 1)  # our own id rings ourselves
+        assert a.pending(1)
+        with pytest.raises(KeyError, match="unknown peer 9"):
+            a.ring(9, 0)
+        with pytest.raises(IndexError, match="no vector 3"):
+            a.ring(b.id, 3)
+        with pytest.raises(TimeoutError, match="vector 0 not rung"):
+            b.wait_vector(0, timeout=0.05)
+
+
+def test_disconnects_are_announced(start_server):
+    srv = start_server()
+    a = HostPeer(srv.socket_path)
+    b = HostPeer(srv.socket_path)
+    c = HostPeer(srv.socket_path)
+    try:
+        a.wait_peer_vectors(c.id, 1)
+        b.close()
+        a.wait_peer_gone(1)
+        assert srv.wait_peers(2) == [0, 2] and sorted(a.peers) == [2]
+        srv.disconnect(c.id)  # the server drops a client
+        a.wait_peer_gone(2)
+        c.wait_server_closed()
+        assert srv.peers == [0]
+    finally:
+        for p in (a, b, c):
+            p.close()
+    assert a.disconnected == [1, 2] and not a.anomalies
+
+
+def test_shm_is_shared(start_server):
+    srv = start_server()
+    with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
+        assert len(a.shm) == SIZE
+        srv.write(100, b"from server")
+        assert a.shm[100:111] == b"from server" == b.shm[100:111]
+        b.shm[SIZE - 4:] = b"tail"
+        assert srv.read(SIZE - 4, 4) == b"tail"
+        with pytest.raises(ValueError, match="outside shm"):
+            srv.read(SIZE - 1, 2)
+
+
+def test_send_raw_reaches_a_host_peer(start_server):
+    srv = start_server()
+    efd = os.eventfd(0)
+    try:
+        with HostPeer(srv.socket_path) as p:
+            srv.send_raw(p.id, 4242, fd=efd)
+            p.wait_peer_vectors(4242, 1)
+            p.ring(4242, 0)
+            assert os.eventfd_read(efd) == 1
+            srv.send_raw(p.id, 4242)
+            p.wait_peer_gone(4242)
+            with pytest.raises(KeyError, match="no connected peer with id 77"):
+                srv.send_raw(77, 1)
+    finally:
+        os.close(efd)
+
+
+def test_wait_peers_timeout_says_what(start_server):
+    srv = start_server()
+    with pytest.raises(TimeoutError, match=r"expected 2 connected peer\(s\), have \[\]"):
+        srv.wait_peers(2, timeout=0.05)
+
+
+def test_many_vectors_and_peers_flow_through(start_server):
+    """64 vectors x 4 peers: more fd messages than fit a socket buffer at once."""
+    srv = start_server(vectors=64)
+    peers = [HostPeer(srv.socket_path) for _ in range(4)]
+    try:
+        for p in peers:
+            p.wait_own_vectors(64)
+            for q in peers:
+                p.wait_peer_vectors(q.id, 64)
+        peers[0].ring(peers[3].id, 63)
+        assert peers[3].wait_vector(63) == 1
+    finally:
+        for p in peers:
+            p.close()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _faulted(start_server, raw, fault, **kw) -> tuple[IvshmemServer, Raw]:
+    srv = start_server(fault=fault, **kw)
+    client = raw(srv.socket_path)
+    srv.wait_accepted(1)
+    return srv, client
+
+
+@pytest.mark.parametrize("fault,version", [(Fault.WRONG_VERSION, 1),
+                                           (Fault(FaultKind.WRONG_VERSION, value=7), 7)])
+def test_fault_wrong_version(start_server, raw, fault, version):
+    _, c = _faulted(start_server, raw, fault)
+    assert c.take(4) == [*_greeting(0, version=version), (0, "eventfd")]
+    assert c.quiet()
+
+
+@pytest.mark.parametrize("fault,shm", [
+    (Fault.NO_SHM_FD, None),
+    (Fault.WRONG_SIZE_FD, f"memfd:{SIZE // 2}"),
+    (Fault(FaultKind.WRONG_SIZE_FD, value=4096), "memfd:4096"),
+    (Fault.NON_SHM_FD, "pipe"),
+    (Fault.of("non_shm_fd", fd_kind="eventfd"), "eventfd"),
+])
+def test_fault_bad_shm_fd(start_server, raw, fault, shm):
+    _, c = _faulted(start_server, raw, fault)
+    assert c.take(4) == [*_greeting(0, shm=shm), (0, "eventfd")]
+    assert c.quiet()
+
+
+def test_fault_too_many_vectors_also_announced_to_others(start_server, raw):
+    srv = start_server()
+    first = raw(srv.socket_path)
+    srv.wait_accepted(1)
+    assert first.take(4) == [*_greeting(0), (0, "eventfd")]
+    srv.set_fault(Fault.TOO_MANY_VECTORS)
+    second = raw(srv.socket_path)
+    srv.wait_accepted(2)
+    assert second.take(4 + 65) == [*_greeting(1), (0, "eventfd"), *[(1, "eventfd")] * 65]
+    assert first.take(65) == [(1, "eventfd")] * 65
+    assert second.quiet() and first.quiet()
+    assert len(srv.vectors_of(1)) == 65
+
+
+def test_server_wide_70_vectors(start_server, raw):
+    _, c = _faulted(start_server, raw, None, vectors=70)
+    assert c.take(73) == [*_greeting(0), *[(0, "eventfd")] * 70]
+    assert c.quiet()
+
+
+def test_fault_disconnect_unknown_id(start_server, raw):
+    _, c = _faulted(start_server, raw, Fault(FaultKind.DISCONNECT_UNKNOWN_ID, value=999))
+    assert c.take(5) == [*_greeting(0), (0, "eventfd"), (999, None)]
+    assert c.quiet()
+    srv, c2 = _faulted(start_server, raw, Fault.DISCONNECT_UNKNOWN_ID)
+    (*_, (bogus, fd)) = c2.take(5)
+    assert fd is None and bogus not in (0, *srv.peers)
+
+
+def test_fault_disconnect_own_id(start_server, raw):
+    _, c = _faulted(start_server, raw, Fault.DISCONNECT_OWN_ID, first_id=3)
+    assert c.take(5) == [*_greeting(3), (3, "eventfd"), (3, None)]
+    assert c.quiet()
+
+
+def _half_then_silence(c: Raw) -> bytes:
+    """The 4 bytes of a cut message, and proof the connection is open and silent."""
+    with pytest.raises(TimeoutError, match="partial bytes") as exc:
+        recv_msg(c.reader, 0.05)
+    assert c.quiet()
+    assert not c.reader.eof
+    return bytes.fromhex(str(exc.value).rsplit(": ", 1)[1].rstrip(")"))
+
+
+def test_fault_truncated_after_greeting(start_server, raw):
+    srv, c = _faulted(start_server, raw, Fault(FaultKind.TRUNCATED, value=0x1234))
+    assert c.take(4) == [*_greeting(0), (0, "eventfd")]
+    assert _half_then_silence(c) == (0x1234).to_bytes(8, "little")[:4]
+    with HostPeer(srv.socket_path) as other:  # nothing more reaches the cut client
+        assert other.id == 1
+        srv.wait_peers(2)
+    assert c.quiet()
+
+
+def test_fault_truncated_at_shm_message(start_server, raw):
+    _, c = _faulted(start_server, raw, Fault(FaultKind.TRUNCATED, at=2))
+    assert c.take(2) == [(0, None), (0, None)]
+    assert _half_then_silence(c) == b"\xff" * 4
+    assert len(c.reader._fds) == 1  # the fd came with the first half
+
+
+def test_fault_close_mid_greeting(start_server, raw):
+    srv, c = _faulted(start_server, raw, Fault.CLOSE_MID_GREETING)
+    assert c.take(1) == [(0, None)]
+    with pytest.raises(ProtocolError, match="closed"):
+        recv_msg(c.reader, 5.0)
+    assert srv.peers == []
+    with HostPeer(srv.socket_path) as p:
+        assert p.id == 1  # the id was consumed, as QEMU's would be
+
+
+def test_fault_is_one_shot_and_policy_is_per_connection(start_server, raw):
+    srv = start_server(fault=Fault.DISCONNECT_OWN_ID)
+    a, b = raw(srv.socket_path), None
+    srv.wait_accepted(1)
+    assert a.take(5)[-1] == (0, None)
+    b = raw(srv.socket_path)
+    srv.wait_accepted(2)
+    assert b.take(5) == [*_greeting(1), (0, "eventfd"), (1, "eventfd")] and b.quiet()
+
+    srv.set_fault(lambda index: Fault.WRONG_VERSION if index % 2 else None)
+    c, d = raw(srv.socket_path), None
+    srv.wait_accepted(3)
+    assert c.take(1) == [(0, None)]  # index 2
+    d = raw(srv.socket_path)
+    srv.wait_accepted(4)
+    assert d.take(1) == [(1, None)]  # index 3
+
+
+def test_host_peer_refuses_wrong_version_without_leaks(start_server):
+    srv = start_server(fault=Fault.WRONG_VERSION)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ProtocolError, match="version 1"):
+        HostPeer(srv.socket_path)
+    srv.wait_peers(0)  # the server side of the refused connection is gone too
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def _harness_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("ivflat-")]
+
+
+def test_python_server_leaves_nothing_behind(sock_dir):
+    fds_before = set(os.listdir("/proc/self/fd"))
+    shm_before = set(os.listdir("/dev/shm"))
+    path = sock_dir / "leak.sock"
+    srv = IvshmemServer(path, vectors=4, shm_size=SIZE).start()
+    a = HostPeer(path)
+    b = HostPeer(path)
+    a.wait_peer_vectors(b.id, 4)
+    srv.set_fault(Fault(FaultKind.TRUNCATED, at=5))  # a half message + fds in flight
+    raw_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw_sock.connect(str(path))
+    srv.wait_accepted(3)
+    raw_sock.close()
+    a.close()
+    srv.stop()
+    b.close()
+    assert _harness_threads() == []
+    assert not path.exists()
+    assert set(os.listdir("/proc/self/fd")) == fds_before
+    assert set(os.listdir("/dev/shm")) == shm_before
+    srv.stop()  # idempotent
+
+
+def test_failed_start_releases_everything(sock_dir):
+    path = sock_dir / "taken.sock"
+    path.touch()
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileExistsError):
+        IvshmemServer(path).start()
+    assert set(os.listdir("/proc/self/fd")) == before and _harness_threads() == []
+
+
+def test_make_server_kinds(sock_dir):
+    assert isinstance(make_server("python", sock_dir / "p.sock", vectors=2), IvshmemServer)
+    with pytest.raises(ValueError, match="unknown server kind"):
+        make_server("rust", sock_dir / "r.sock")
+    with pytest.raises(TypeError, match="cannot do"):
+        make_server("qemu", sock_dir / "q.sock", binary="/bin/true", fault=Fault.TRUNCATED)
+
+
+# --------------------------------------------------------------------------- QEMU tools
+
+
+@pytest.mark.interop
+def test_qemu_client_on_python_server(start_server, sock_dir):
+    from ivflat.client import IvshmemClientProcess
+
+    binary = _tool("ivshmem-client")
+    srv = start_server(vectors=2)
+    with HostPeer(srv.socket_path) as host, \
+            IvshmemClientProcess(binary, srv.socket_path, logdir=sock_dir) as client:
+        assert client.own_id == 1
+        client.wait_peer_vectors(client.own_id, 2)
+        client.wait_peer_vectors(host.id, 2)
+        dump = client.dump()
+        assert "our_id = 1" in dump and "peer_id = 0" in dump
+        assert dump.count("is enabled") == 4
+        host.wait_peer_vectors(client.own_id, 2)
+        host.ring(client.own_id, 1)
+        # The client prints ITS OWN id, not the sender's.
+        assert client.expect_notification(vector=1, timeout=5) == (1, 1)
+        client.interrupt(host.id, 0)
+        assert host.wait_vector(0, timeout=5) == 1
+        client.interrupt_all()
+        assert (host.wait_vector(0), host.wait_vector(1)) == (1, 1)
+        with pytest.raises(Exception, match="cannot find peer_id = 9"):
+            client.interrupt(9, 0)
+    assert (sock_dir / "ivshmem-client-0.log").exists() or any(sock_dir.glob("*.log"))
+    assert "receive notification from peer_id=1 vector=1" in client.transcript
+    srv.wait_peers(0)
+
+
+@pytest.mark.interop
+def test_qemu_client_cannot_connect_is_an_error(sock_dir):
+    from ivflat.client import IvshmemClientError, IvshmemClientProcess
+
+    binary = _tool("ivshmem-client")
+    with pytest.raises(IvshmemClientError, match="cannot connect"):
+        IvshmemClientProcess(binary, sock_dir / "nobody.sock").start()
+    assert _harness_threads() == []
+
+
+@pytest.mark.interop
+def test_host_peers_on_qemu_server(sock_dir):
+    from ivflat.qemu_server import QemuIvshmemServer
+
+    binary = _tool("ivshmem-server")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    srv = QemuIvshmemServer(binary, sock_dir / "q.sock", vectors=3, shm_size=SIZE,
+                            log_path=sock_dir / "server.log")
+    with srv:
+        assert srv.shm_path.exists()
+        with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
+            assert (a.id, b.id) == (0, 1)
+            assert srv.wait_peers(2) == [0, 1]
+            a.wait_peer_vectors(b.id, 3)
+            b.wait_peer_vectors(a.id, 3)
+            b.wait_own_vectors(3)
+            assert len(a.vectors) == 3 and len(a.peers[1]) == 3
+            srv.write(0, b"qemu shm")
+            assert a.shm[:8] == b"qemu shm" == b.shm[:8]
+            a.shm[16:20] = b"host"
+            assert srv.read(16, 4) == b"host"
+            a.ring(b.id, 2)
+            assert b.wait_vector(2) == 1
+            b.close()
+            a.wait_peer_gone(1)
+            assert srv.wait_peers(1) == [0]
+        with HostPeer(srv.socket_path) as c:
+            assert c.id == 2  # QEMU's counter never goes back either
+    assert "new peer id = 2" in srv.output
+    assert "new peer id = 0" in (sock_dir / "server.log").read_text()
+    assert not srv.socket_path.exists() and not srv.shm_path.exists()
+    assert _harness_threads() == []
+    assert set(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.interop
+def test_qemu_server_rounds_size_to_power_of_two(sock_dir):
+    from ivflat.qemu_server import QemuIvshmemServer
+
+    with QemuIvshmemServer(_tool("ivshmem-server"), sock_dir / "q.sock",
+                           shm_size=3 * 4096) as srv, HostPeer(srv.socket_path) as p:
+        assert len(p.shm) == 4 * 4096 == srv.actual_shm_size
+
+
+@pytest.mark.interop
+def test_qemu_server_early_exit_reports_output(sock_dir):
+    from ivflat.qemu_server import QemuIvshmemServer, QemuServerError
+
+    srv = QemuIvshmemServer(_tool("ivshmem-server"), sock_dir / "q.sock",
+                            vectors=board.MAX_VECTORS + 1)
+    with pytest.raises(QemuServerError, match="too many requested vectors"):
+        srv.start()
+    assert not srv.shm_path.exists() and _harness_threads() == []
+    with pytest.raises(QemuServerError, match="missing or not executable"):
+        QemuIvshmemServer(sock_dir / "nope", sock_dir / "q.sock").start()
+
+
+@pytest.mark.interop
+def test_qemu_client_on_qemu_server(sock_dir):
+    from ivflat.client import IvshmemClientProcess
+    from ivflat.qemu_server import QemuIvshmemServer
+
+    server, client_bin = _tool("ivshmem-server"), _tool("ivshmem-client")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    with QemuIvshmemServer(server, sock_dir / "q.sock", vectors=1,
+                           shm_size=SIZE) as srv, HostPeer(srv.socket_path) as host, \
+            IvshmemClientProcess(client_bin, srv.socket_path) as client:
+        assert client.own_id == 1
+        host.wait_peer_vectors(1, 1)
+        client.wait_peer_vectors(host.id, 1)
+        host.ring(1, 0)
+        assert client.expect_notification(timeout=5) == (1, 0)
+        client.interrupt(0, 0)
+        assert host.wait_vector(0) == 1
+    assert set(os.listdir("/proc/self/fd")) == fds_before and _harness_threads() == []
