@@ -33,7 +33,7 @@ def test_device_del_is_refused_cleanly(vm):
     with an error naming the reason; QEMU and the device keep working."""
     dev = IvshmemFlat(vm)
     own = dev.ivposition
-    with pytest.raises(QMPError, match="main-system-bus.* does not support hotplugging"):
+    with pytest.raises(QMPError, match=r"main-system-bus.* does not support hotplugging"):
         vm.qmp("device_del", id="ivshmem0")
     assert vm.qom_get("/machine/peripheral/ivshmem0", "realized") is True
     assert dev.ivposition == own
