@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -61,17 +63,21 @@ def _marked_pids(marker: str) -> list[int]:
     return pids
 
 
-def _run_inner(tmp_path: Path, test: str, qemu: Path, interrupt: bool = False):
+def _run_inner(tmp_path: Path, test: str, qemu: Path, interrupt: bool = False,
+               backend: str = "python"):
     marker = f"IVF_CLEANUP_MARKER={uuid.uuid4().hex}"
     (tmp_path / "test_inner.py").write_text(INNER)
     ready_r, ready_w = os.pipe()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "IVF_"))}
-    env.update(dict([marker.split("=", 1)]), IVF_STARTED_FD=str(ready_w))
-    shm_before = set(os.listdir("/dev/shm"))
-    tmp_before = {p for p in os.listdir("/tmp") if p.startswith("ivf-")}
+    # a private, short TMPDIR (UNIX socket paths must stay < 108 bytes): whatever the inner
+    # run leaves there is its own, even with other xdist workers busy in /tmp
+    private_tmp = Path(tempfile.mkdtemp(prefix="ivfc-"))
+    env.update(dict([marker.split("=", 1)]), IVF_STARTED_FD=str(ready_w),
+               TMPDIR=str(private_tmp))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
            f"--rootdir={tmp_path}", "-c", str(REPO / "pyproject.toml"), f"--qemu={qemu}",
-           f"--keep-artifacts={tmp_path / 'art'}", f"{tmp_path / 'test_inner.py'}::{test}"]
+           f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
+           f"{tmp_path / 'test_inner.py'}::{test}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, pass_fds=[ready_w])
     os.close(ready_w)
@@ -88,22 +94,28 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, interrupt: bool = False):
             proc.wait()
     leftovers = {
         "processes": _marked_pids(marker.split("=", 1)[1]),
-        "shm": sorted(set(os.listdir("/dev/shm")) - shm_before),
-        "tmp": sorted({p for p in os.listdir("/tmp") if p.startswith("ivf-")} - tmp_before),
+        # QEMU's ivshmem-server objects are named after the creating process (ivflat-PID-)
+        "shm": sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"ivflat-{proc.pid}-")),
+        "tmp": sorted(p.name for p in private_tmp.iterdir()
+                      if not p.name.startswith("pytest-of-")),
     }
+    shutil.rmtree(private_tmp, ignore_errors=True)
     return proc.returncode, out, leftovers
 
 
-@pytest.mark.parametrize("test,rc", [("test_passes", 0), ("test_fails", 1),
-                                     ("test_times_out", 1)])
-def test_nothing_left_behind(tmp_path, wired_qemu, test, rc):
-    code, out, left = _run_inner(tmp_path, test, wired_qemu)
+@pytest.mark.parametrize("test,rc,backend", [
+    ("test_passes", 0, "python"), ("test_fails", 1, "python"), ("test_times_out", 1, "python"),
+    ("test_fails", 1, "qemu"), ("test_times_out", 1, "qemu")])
+def test_nothing_left_behind(tmp_path, wired_qemu, test, rc, backend):
+    code, out, left = _run_inner(tmp_path, test, wired_qemu, backend=backend)
     assert code == rc, out
     assert left == {"processes": [], "shm": [], "tmp": []}, out
 
 
-def test_nothing_left_after_sigint(tmp_path, wired_qemu):
-    code, out, left = _run_inner(tmp_path, "test_interrupted", wired_qemu, interrupt=True)
+@pytest.mark.parametrize("backend", ["python", "qemu"])
+def test_nothing_left_after_sigint(tmp_path, wired_qemu, backend):
+    code, out, left = _run_inner(tmp_path, "test_interrupted", wired_qemu, interrupt=True,
+                                 backend=backend)
     assert code == 2, out  # pytest's "interrupted"
     assert left == {"processes": [], "shm": [], "tmp": []}, out
 
