@@ -132,12 +132,17 @@ def test_doorbell_to_unknown_peer_is_ignored(guest):
 
 
 @pytest.mark.parametrize("target", ["self", "peer"])
-def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target):
+def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target, qemu_caps, request):
     """Vector 64 is one past IVSHMEM_MAX_VECTOR_NUM. The device does not bounds-check it
     (vector[64] reads the peer's vector_counter/id as a notifier; on 10.0.x the padding that
     lands in `initialized` is zero, so nothing is written): nobody may be notified and QEMU
-    must survive. Larger vectors read further out of bounds and are not tested: the outcome
-    depends on heap layout."""
+    must survive. Under ASan the read past the last element of the heap-allocated peers
+    array is a heap-buffer-overflow (the device bug); the guest's own entry sits inside the
+    device state, where ASan sees nothing."""
+    if qemu_caps.asan and target == "peer":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="device bug: DOORBELL vector 64 reads past the peers array "
+            "(ASan heap-buffer-overflow in ivshmem_flat_interrupt_peer)"))
     peer, dev = peer_and_guest
     target_id = dev.ivposition if target == "self" else peer.id
     mark = dev.mark()

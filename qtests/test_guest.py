@@ -30,11 +30,11 @@ def test_hello_prints_id_and_sees_host_memory(ivshmem_server, launch_guest):
     magic = int.from_bytes(os.urandom(4), "little") | 1
     ivshmem_server.write(mailbox.off("MAGIC_OFF"), struct.pack("<I", magic))
     g = launch_guest(ivshmem_server, "hello")
-    gid = _boot_id(g, r"hello: id=(\d+)")
+    gid = _boot_id(g, r"hello: id=(\d+)\r?\n")
     assert gid in ivshmem_server.peers
-    m = g.expect(r"shm base=(0x[0-9a-f]+) size=(\d+)")
+    m = g.expect(r"shm base=(0x[0-9a-f]+) size=(\d+)\r?\n")
     assert int(m.group(1), 16) == board.SHMEM_ADDR and int(m.group(2)) == board.SHMEM_SIZE
-    assert int(g.expect(r"shm magic=(0x[0-9a-f]+)").group(1), 16) == magic
+    assert int(g.expect(r"shm magic=(0x[0-9a-f]+)\r?\n").group(1), 16) == magic
     g.expect("READY")
 
 
@@ -44,7 +44,7 @@ def test_device_irq_reaches_cpu_while_uart_works(ivshmem_server, launch_guest):
     from ivflat.peer import HostPeer
 
     g = launch_guest(ivshmem_server, "hello")
-    gid = _boot_id(g, r"hello: id=(\d+)")
+    gid = _boot_id(g, r"hello: id=(\d+)\r?\n")
     g.expect("READY")
     with HostPeer(ivshmem_server.socket_path) as peer:
         peer.wait_peer_vectors(gid, 1)
@@ -97,8 +97,8 @@ def test_two_firmware_guests_play_pingpong(ivshmem_server, launch_guest):
     with HostPeer(ivshmem_server.socket_path) as starter:
         starter.wait_peer_vectors(ida, 1)
         starter.ring(ida, 0)
-        a.expect(rf"pingpong: done count={rounds}")
-        b.expect(rf"pingpong: done count={rounds}")
+        a.expect(rf"pingpong: done count={rounds}\r?\n")
+        b.expect(rf"pingpong: done count={rounds}\r?\n")
     got_rounds, p0, p1, count, last = mailbox.read_pingpong(ivshmem_server)
     assert (got_rounds, p0, p1, count) == (rounds, ida, idb, rounds)
     assert last in (ida, idb)

@@ -73,9 +73,12 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, interrupt: bool = False,
     # run leaves there is its own, even with other xdist workers busy in /tmp
     private_tmp = Path(tempfile.mkdtemp(prefix="ivfc-"))
     env.update(dict([marker.split("=", 1)]), IVF_STARTED_FD=str(ready_w),
-               TMPDIR=str(private_tmp))
+               TMPDIR=str(private_tmp),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
+                                                        env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           f"--rootdir={tmp_path}", "-c", str(REPO / "pyproject.toml"), f"--qemu={qemu}",
+           "-p", "ivflat.plugin", f"--rootdir={tmp_path}", "-c", str(REPO / "pyproject.toml"),
+           f"--qemu={qemu}",
            f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
