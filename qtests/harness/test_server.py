@@ -6,10 +6,8 @@ ivshmem-client. No qemu-system-arm needed; the QEMU tools are skipped when not b
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,23 +33,13 @@ def _tool(name: str) -> Path:
 
 
 @pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """Short directory for sockets (AF_UNIX paths are limited to 107 bytes)."""
-    d = Path(tempfile.mkdtemp(prefix="ivs-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def start_server(sock_dir: Path) -> Iterator[Callable[..., IvshmemServer]]:
+def start_server(short_tmp: Path) -> Iterator[Callable[..., IvshmemServer]]:
     """Factory for started Python servers, all stopped at teardown."""
     servers: list[IvshmemServer] = []
 
     def factory(**kw: Any) -> IvshmemServer:
         kw.setdefault("shm_size", SIZE)
-        srv = IvshmemServer(sock_dir / f"s{len(servers)}.sock", **kw)
+        srv = IvshmemServer(short_tmp / f"s{len(servers)}.sock", **kw)
         servers.append(srv)
         return srv.start()
 
@@ -399,10 +387,10 @@ def _harness_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("ivflat-")]
 
 
-def test_python_server_leaves_nothing_behind(sock_dir):
+def test_python_server_leaves_nothing_behind(short_tmp):
     fds_before = set(os.listdir("/proc/self/fd"))
     shm_before = set(os.listdir("/dev/shm"))
-    path = sock_dir / "leak.sock"
+    path = short_tmp / "leak.sock"
     srv = IvshmemServer(path, vectors=4, shm_size=SIZE).start()
     a = HostPeer(path)
     b = HostPeer(path)
@@ -422,8 +410,8 @@ def test_python_server_leaves_nothing_behind(sock_dir):
     srv.stop()  # idempotent
 
 
-def test_failed_start_releases_everything(sock_dir):
-    path = sock_dir / "taken.sock"
+def test_failed_start_releases_everything(short_tmp):
+    path = short_tmp / "taken.sock"
     path.touch()
     before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(FileExistsError):
@@ -431,25 +419,25 @@ def test_failed_start_releases_everything(sock_dir):
     assert set(os.listdir("/proc/self/fd")) == before and _harness_threads() == []
 
 
-def test_make_server_kinds(sock_dir):
-    assert isinstance(make_server("python", sock_dir / "p.sock", vectors=2), IvshmemServer)
+def test_make_server_kinds(short_tmp):
+    assert isinstance(make_server("python", short_tmp / "p.sock", vectors=2), IvshmemServer)
     with pytest.raises(ValueError, match="unknown server kind"):
-        make_server("rust", sock_dir / "r.sock")
+        make_server("rust", short_tmp / "r.sock")
     with pytest.raises(TypeError, match="cannot do"):
-        make_server("qemu", sock_dir / "q.sock", binary="/bin/true", fault=Fault.TRUNCATED)
+        make_server("qemu", short_tmp / "q.sock", binary="/bin/true", fault=Fault.TRUNCATED)
 
 
 # --------------------------------------------------------------------------- QEMU tools
 
 
 @pytest.mark.interop
-def test_qemu_client_on_python_server(start_server, sock_dir):
+def test_qemu_client_on_python_server(start_server, short_tmp):
     from ivflat.client import IvshmemClientProcess
 
     binary = _tool("ivshmem-client")
     srv = start_server(vectors=2)
     with HostPeer(srv.socket_path) as host, \
-            IvshmemClientProcess(binary, srv.socket_path, logdir=sock_dir) as client:
+            IvshmemClientProcess(binary, srv.socket_path, logdir=short_tmp) as client:
         assert client.own_id == 1
         client.wait_peer_vectors(client.own_id, 2)
         client.wait_peer_vectors(host.id, 2)
@@ -466,29 +454,29 @@ def test_qemu_client_on_python_server(start_server, sock_dir):
         assert (host.wait_vector(0), host.wait_vector(1)) == (1, 1)
         with pytest.raises(Exception, match="cannot find peer_id = 9"):
             client.interrupt(9, 0)
-    assert (sock_dir / "ivshmem-client-0.log").exists() or any(sock_dir.glob("*.log"))
+    assert (short_tmp / "ivshmem-client-0.log").exists() or any(short_tmp.glob("*.log"))
     assert "receive notification from peer_id=1 vector=1" in client.transcript
     srv.wait_peers(0)
 
 
 @pytest.mark.interop
-def test_qemu_client_cannot_connect_is_an_error(sock_dir):
+def test_qemu_client_cannot_connect_is_an_error(short_tmp):
     from ivflat.client import IvshmemClientError, IvshmemClientProcess
 
     binary = _tool("ivshmem-client")
     with pytest.raises(IvshmemClientError, match="cannot connect"):
-        IvshmemClientProcess(binary, sock_dir / "nobody.sock").start()
+        IvshmemClientProcess(binary, short_tmp / "nobody.sock").start()
     assert _harness_threads() == []
 
 
 @pytest.mark.interop
-def test_host_peers_on_qemu_server(sock_dir):
+def test_host_peers_on_qemu_server(short_tmp):
     from ivflat.qemu_server import QemuIvshmemServer
 
     binary = _tool("ivshmem-server")
     fds_before = set(os.listdir("/proc/self/fd"))
-    srv = QemuIvshmemServer(binary, sock_dir / "q.sock", vectors=3, shm_size=SIZE,
-                            log_path=sock_dir / "server.log")
+    srv = QemuIvshmemServer(binary, short_tmp / "q.sock", vectors=3, shm_size=SIZE,
+                            log_path=short_tmp / "server.log")
     with srv:
         assert srv.shm_path.exists()
         with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
@@ -510,42 +498,42 @@ def test_host_peers_on_qemu_server(sock_dir):
         with HostPeer(srv.socket_path) as c:
             assert c.id == 2  # QEMU's counter never goes back either
     assert "new peer id = 2" in srv.output
-    assert "new peer id = 0" in (sock_dir / "server.log").read_text()
+    assert "new peer id = 0" in (short_tmp / "server.log").read_text()
     assert not srv.socket_path.exists() and not srv.shm_path.exists()
     assert _harness_threads() == []
     assert set(os.listdir("/proc/self/fd")) == fds_before
 
 
 @pytest.mark.interop
-def test_qemu_server_rounds_size_to_power_of_two(sock_dir):
+def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
     from ivflat.qemu_server import QemuIvshmemServer
 
-    with QemuIvshmemServer(_tool("ivshmem-server"), sock_dir / "q.sock",
+    with QemuIvshmemServer(_tool("ivshmem-server"), short_tmp / "q.sock",
                            shm_size=3 * 4096) as srv, HostPeer(srv.socket_path) as p:
         assert len(p.shm) == 4 * 4096 == srv.actual_shm_size
 
 
 @pytest.mark.interop
-def test_qemu_server_early_exit_reports_output(sock_dir):
+def test_qemu_server_early_exit_reports_output(short_tmp):
     from ivflat.qemu_server import QemuIvshmemServer, QemuServerError
 
-    srv = QemuIvshmemServer(_tool("ivshmem-server"), sock_dir / "q.sock",
+    srv = QemuIvshmemServer(_tool("ivshmem-server"), short_tmp / "q.sock",
                             vectors=board.MAX_VECTORS + 1)
     with pytest.raises(QemuServerError, match="too many requested vectors"):
         srv.start()
     assert not srv.shm_path.exists() and _harness_threads() == []
     with pytest.raises(QemuServerError, match="missing or not executable"):
-        QemuIvshmemServer(sock_dir / "nope", sock_dir / "q.sock").start()
+        QemuIvshmemServer(short_tmp / "nope", short_tmp / "q.sock").start()
 
 
 @pytest.mark.interop
-def test_qemu_client_on_qemu_server(sock_dir):
+def test_qemu_client_on_qemu_server(short_tmp):
     from ivflat.client import IvshmemClientProcess
     from ivflat.qemu_server import QemuIvshmemServer
 
     server, client_bin = _tool("ivshmem-server"), _tool("ivshmem-client")
     fds_before = set(os.listdir("/proc/self/fd"))
-    with QemuIvshmemServer(server, sock_dir / "q.sock", vectors=1,
+    with QemuIvshmemServer(server, short_tmp / "q.sock", vectors=1,
                            shm_size=SIZE) as srv, HostPeer(srv.socket_path) as host, \
             IvshmemClientProcess(client_bin, srv.socket_path) as client:
         assert client.own_id == 1
