@@ -20,6 +20,7 @@ reference build (ci/build-qemu) for the Debian source tree. Marked slow: run wit
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import hashlib
 import importlib.machinery
@@ -206,9 +207,28 @@ def test_bisect_names_the_breaking_commit(history: dict) -> None:
     no_leftover_processes(work)
 
 
-def test_validate_patch_reports_the_breakage(history: dict, tmp_path: Path) -> None:
+def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
+    """The commit as `diff -u` output (no mail headers, no `diff --git` lines): what a
+    developer saves from a review tool; validate-patch applies it with git apply."""
+    def blob(rev: str) -> list[str]:  # unstripped: the file's last newline matters
+        return subprocess.run(["git", "-C", str(repo), "show", rev], check=True,
+                              capture_output=True, text=True).stdout.splitlines(keepends=True)
+
+    out = []
+    for path in git(repo, "diff", "--name-only", f"{commit}^", commit).split():
+        out += difflib.unified_diff(blob(f"{commit}^:{path}"), blob(f"{commit}:{path}"),
+                                    f"a/{path}", f"b/{path}")
+    dest.write_text("".join(out))
+    return dest
+
+
+@pytest.mark.parametrize("form", ["format-patch", "diff-u"])
+def test_validate_patch_reports_the_breakage(history: dict, tmp_path: Path, form: str) -> None:
     repo, lib = history["repo"], history["lib"]
-    patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))
+    if form == "format-patch":
+        patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))
+    else:
+        patch = plain_diff(repo, history["breaks"], tmp_path / "ivposition.diff")
     before = repo_state(repo)
     res = run_tool([sys.executable, str(VALIDATE), str(patch), "--source", str(repo),
                     "--base", f"{history['breaks']}^", "--", *SELECT])
