@@ -4,6 +4,7 @@ would: CPU-issued register accesses, NVIC delivery, coherence with a running pee
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import pytest
@@ -38,20 +39,134 @@ def test_hello_prints_id_and_sees_host_memory(ivshmem_server, launch_guest):
     g.expect("READY")
 
 
-def test_device_irq_reaches_cpu_while_uart_works(ivshmem_server, launch_guest):
-    """A host peer rings the guest 3 times: the NVIC delivers input 6 to the ISR each time
-    and the UART keeps printing between them (device and UART interrupts coexist)."""
-    from ivflat.peer import HostPeer
+def _expect_lines(guest, patterns: list[str], timeout: float = 5) -> None:
+    """Wait for one console line per pattern, in whatever order they come (two interrupt
+    sources racing); bounded."""
+    pending = list(patterns)
+    while pending:
+        raw = guest.expect(pending, timeout=timeout).group(0).decode()
+        pending.remove(next(p for p in pending if re.fullmatch(p, raw)))
 
+
+def _rx_line(n: int, byte: int, irqs: int | str) -> str:
+    """hello's line for the n-th byte its UART0 RX ISR took, with the device count then."""
+    return rf"hello: rx={n} byte=0x{byte:02x} irqs={irqs}\r?\n"
+
+
+def test_hello_takes_console_bytes_by_interrupt(ivshmem_server, launch_guest):
+    """Bytes typed on the console right after READY reach hello's UART0 RX ISR, one
+    interrupt each, in order. Nothing else happens first: a byte must get in by itself,
+    with no doorbell or peer connection waking QEMU's main loop (hello's dummy DATA read
+    at RX set-up is what makes QEMU watch the serial backend again)."""
     g = launch_guest(ivshmem_server, "hello")
+    g.expect("READY")
+    g.send(b"hi\n")
+    for n, c in enumerate(b"hi\n", start=1):
+        g.expect(_rx_line(n, c, 0))
+
+
+def _hello_with_peer(ivshmem_server, launch_guest, peer, **dev_kw):
+    """hello booted to READY; it and the host *peer* hold each other's vectors."""
+    g = launch_guest(ivshmem_server, "hello", **dev_kw)
     gid = _boot_id(g, r"hello: id=(\d+)\r?\n")
     g.expect("READY")
-    with HostPeer(ivshmem_server.socket_path) as peer:
-        peer.wait_peer_vectors(gid, 1)
-        g.wait_vectors(peer.id, 1)
-        for i in range(1, 4):
-            peer.ring(gid, 0)
-            g.expect(rf"hello: irqs={i}\r?\n")
+    peer.wait_peer_vectors(gid, 1)
+    g.wait_vectors(peer.id, 1)
+    return g, gid
+
+
+def test_device_and_uart_rx_interrupts_coexist(ivshmem_server, launch_guest, host_peer):
+    """Two interrupt sources live on the NVIC at once: the device on input 6 (board.IRQ_LINE)
+    and UART0 RX on input 0 (board.UART0_RX_IRQ), each with its own vector in hello. A host
+    peer rings the guest and the test types on its console, first in turn, then together
+    (a byte and a notification in flight at the same time, and a notification arriving
+    while a burst of bytes is being taken); hello reports every notification
+    (`hello: irqs=N`) and every byte its RX ISR took (`hello: rx=N byte=0xHH irqs=M`), and
+    the counts must come out exact: every ring and every byte, in order, nothing extra.
+
+    What breaks it:
+    (a) UART RX interrupt not delivered (RXINTEN off, input 0 not enabled, wrong vector):
+        hello never polls RX, so no `rx=` line comes and the wait times out. Clearing the
+        RX status after reading DATA instead of before loses bytes of the burst.
+    (c) device IRQ not delivered: no `irqs=` line, timeout.
+    (b) device wired to input 0, the UART's. An NVIC input is a single wire with no OR
+        gate: the UART drives it as a level (INTSTATUS.RX until cleared) and the device
+        pulses it (1 then 0). A pulse while the UART holds the line high makes no rising
+        edge, so the NVIC pends nothing and the notification is lost; its trailing 0 also
+        drops the UART's level behind its back. Even with no overlap, the pulse runs the
+        UART0 RX vector, not the device's: hello counts it as `uart spurious` and never
+        prints `irqs=`, so the first wait for `irqs=1` times out (and the final check
+        rejects the spurious line). test_device_sharing_uart_rx_input_lands_in_uart_isr
+        pins that down. If board.IRQ_LINE itself were set to 0, the firmware refuses to
+        build (static assert in startup.c), so every guest test fails in its fixture.
+    """
+    g, gid = _hello_with_peer(ivshmem_server, launch_guest, host_peer)
+    sent = bytearray()
+    rings = 0
+
+    def ring() -> None:
+        nonlocal rings
+        host_peer.ring(gid, 0)
+        rings += 1
+
+    def send(data: bytes) -> None:
+        g.send(data)
+        sent.extend(data)
+
+    # In turn: each source alone, each acknowledged before the next event.
+    for c in b"abc":
+        send(bytes([c]))
+        g.expect(_rx_line(len(sent), c, rings))
+        ring()
+        g.expect(rf"hello: irqs={rings}\r?\n")
+
+    # Together: a ring and a byte in flight at once, 10 times. Notifications that arrive
+    # before the guest took the previous one may coalesce, so each round waits for both.
+    for c in b"0123456789":
+        ring()
+        send(bytes([c]))
+        _expect_lines(g, [rf"hello: irqs={rings}\r?\n", _rx_line(len(sent), c, r"\d+")])
+
+    # A ring while a burst is being taken: the UART takes the bytes one interrupt each.
+    burst = bytes(range(0x41, 0x41 + 16))
+    send(burst[:8])
+    ring()
+    send(burst[8:])
+    first = len(sent) - len(burst) + 1
+    _expect_lines(g, [rf"hello: irqs={rings}\r?\n"]
+                  + [_rx_line(first + i, c, r"\d+") for i, c in enumerate(burst)])
+
+    # All settled: one more byte reports the exact device count, then the transcript must
+    # hold exactly these events and nothing else.
+    send(b"!")
+    g.expect(_rx_line(len(sent), ord("!"), rings))
+    console = g.console_text()
+    assert [int(n) for n in re.findall(r"hello: irqs=(\d+)\r?\n", console)] == \
+        list(range(1, rings + 1))
+    rx = re.findall(r"hello: rx=(\d+) byte=0x([0-9a-f]{2}) ", console)
+    assert [int(n) for n, _ in rx] == list(range(1, len(sent) + 1))
+    assert bytes(int(b, 16) for _, b in rx) == bytes(sent)
+    assert not re.search(r"spurious|dropped|FAULT", console), console
+    assert (rings, len(sent)) == (14, 30)
+
+
+def test_device_sharing_uart_rx_input_lands_in_uart_isr(ivshmem_server, launch_guest,
+                                                        host_peer):
+    """Documents the wiring the suite avoids: the device's x-irq-qompath on NVIC input 0,
+    which UART0 RX already drives. Every ring (made while the UART is idle, so its level is
+    low and the pulse does make an edge) runs the UART0 RX vector: hello's RX ISR finds no
+    RX status and counts it as spurious, and the device's own vector never runs, so a
+    driver would never see its notification. Bytes still arrive. (Rings that overlap a
+    byte the UART is holding the line high for make no edge at all and vanish; that
+    depends on timing, so it is not asserted here.)"""
+    g, gid = _hello_with_peer(ivshmem_server, launch_guest, host_peer,
+                              irq_qompath=board.irq_qompath(board.UART0_RX_IRQ))
+    for i in range(1, 4):
+        host_peer.ring(gid, 0)
+        g.expect(rf"hello: uart spurious={i}\r?\n")
+        g.send(bytes([0x60 + i]))
+        g.expect(_rx_line(i, 0x60 + i, 0))
+    assert "hello: irqs=" not in g.console_text()
 
 
 def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):

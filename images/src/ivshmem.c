@@ -1,9 +1,9 @@
 #include "ivshmem.h"
+#include "nvic.h"
 
 #define REG(off) (*(volatile uint32_t *)(IVSHMEM_IOMEM_ADDR + (off)))
-#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
 
-_Static_assert(IVSHMEM_IRQ_LINE < 32, "NVIC set-up below only handles ISER0");
+_Static_assert(IVSHMEM_IRQ_LINE < 32, "nvic_enable() only handles inputs 0..31");
 
 /*
  * The device has a single output line and pulses it once per notification
@@ -20,7 +20,7 @@ void ivshmem_isr(void)
 
 void ivshmem_init(void)
 {
-    NVIC_ISER0 = 1u << IVSHMEM_IRQ_LINE;
+    nvic_enable(IVSHMEM_IRQ_LINE);
 }
 
 uint32_t ivshmem_id(void)

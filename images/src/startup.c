@@ -37,6 +37,13 @@ void reset_handler(void)
 }
 
 #define NIRQ 32
+/*
+ * An NVIC input is one wire with no OR gate: a second source writing it
+ * overrides the first's level, and a pulse while it is held high makes no
+ * edge, so the pulse is lost. Each source needs its own input and vector.
+ */
+_Static_assert(IVSHMEM_IRQ_LINE != UART0_RX_IRQ,
+               "ivshmem-flat must not share UART0 RX's NVIC input (board.py IRQ_LINE)");
 /* Default every slot, then override the ones we handle: deliberate. */
 #pragma GCC diagnostic ignored "-Woverride-init"
 __attribute__((section(".vectors"), used))
@@ -45,4 +52,5 @@ static void (*const vectors[16 + NIRQ])(void) = {
     [1] = reset_handler,
     [2 ... 16 + NIRQ - 1] = unexpected,
     [16 + IVSHMEM_IRQ_LINE] = ivshmem_isr,
+    [16 + UART0_RX_IRQ] = uart_rx_isr,  /* enabled by uart_rx_init() (hello only) */
 };
