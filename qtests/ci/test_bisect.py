@@ -9,7 +9,12 @@ that does not build (and its fix), more harmless commits -- and check that:
 * ci/bisect names the breaking commit and the failing test, skipping the unbuildable commit;
 * ci/validate-patch, given the breaking commit as a patch, reports the newly failing tests
   and exits non-zero;
-* neither leaves bisect state, worktrees, changes or processes in the "user's" repository.
+* neither leaves bisect state, worktrees, changes or processes in the "user's" repository;
+* Ctrl-C (SIGINT to the tool's process group, sent on a real progress event, never after a
+  guessed delay) stops ci/bisect, ci/validate-patch and ci/build-qemu --in-place within
+  seconds, with one line, no process left (QEMU included) and a clone without bisect state
+  or wiring patch, and a new bisect still gives the right answer;
+* --sanitize/--coverage reach ci/build-qemu (cheaply: a fake tree build-qemu declines).
 
 The history is cached (keyed by the Debian version and the recipe below); builds reuse the
 private clone's build dir and ccache, so a re-run costs a few incremental builds. Needs the
@@ -27,9 +32,15 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
+import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -164,17 +175,16 @@ def repo_state(repo: Path) -> tuple:
 
 
 def run_tool(cmd: list[str]) -> subprocess.CompletedProcess:
-    """Run a tool in its own session, so a hung tool is killed as a whole on timeout."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=3000)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+    """Run a tool to completion; on timeout or any failure, it is killed with everything it
+    started (see started_tool)."""
+    with started_tool(cmd) as proc:
+        try:
+            out, err = proc.communicate(timeout=3000)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{cmd[1]} still running after 3000s")
+    err = err.decode(errors="replace")
     sys.stderr.write(err)  # shown by pytest on failure: the tools' progress lines
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(errors="replace"), err)
 
 
 def no_leftover_processes(work: Path) -> None:
@@ -205,6 +215,264 @@ def test_bisect_names_the_breaking_commit(history: dict) -> None:
     assert not (work / ".git" / "BISECT_START").exists()
     assert git(work, "status", "--porcelain", "--untracked-files=no") == ""
     no_leftover_processes(work)
+
+
+MARKER_VAR = "IVF_CI_SELFTEST_MARKER"
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes whose environment carries *marker*: everything a tool started, however
+    deep, whatever session it moved to (QEMU runs in its own); found through /proc."""
+    pids = []
+    needle = f"{MARKER_VAR}={marker}".encode()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+    return pids
+
+
+@contextlib.contextmanager
+def started_tool(cmd: list[str], env: dict[str, str] | None = None):
+    """Start a tool with an environment marker (and in its own session, as a shell would).
+    Whatever happens in the test, the tool and then every process carrying the marker are
+    SIGKILLed (the tools run their children in sessions of their own, the harness runs
+    QEMU in one: a process group kill would miss them), and the tool is reaped."""
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, **(env or {}), **{MARKER_VAR: marker}))
+    proc.marker = marker  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for _ in range(100):  # each pass kills all it finds; killed processes fork no more
+            left = marked_pids(marker)
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def wait_for(proc: subprocess.Popen, timeout: float, pattern: str | None = None,
+             ready: socket.socket | None = None, from_step: bool = True) -> str:
+    """A bounded, event-driven wait (select on the tool's stderr and the ready socket of
+    qtests/ci/ready_plugin.py; no polling) until *pattern* (a regex; end it with a newline
+    to match whole lines) matches the stderr read so far, or, with *ready*, until a test
+    body runs (QEMU up) in a pytest -- with *from_step*, one the tool did not start itself,
+    i.e. one a `git bisect run` step started. Returns the stderr read."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pattern and re.search(pattern, data.decode(errors="replace"), re.S | re.M):
+            return data.decode(errors="replace")
+        left = deadline - time.monotonic()
+        assert left > 0, f"nothing awaited within {timeout}s:\n{data.decode()}"
+        readable = select.select([fd, *([ready] if ready else [])], [], [], left)[0]
+        if fd in readable:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the tool exited first:\n{data.decode()}"
+            data += chunk
+        if ready in readable:
+            parent = int(ready.recv(4096).split()[0])
+            if parent != proc.pid or not from_step:
+                return data.decode(errors="replace")
+
+
+def interrupt(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str, float]:
+    """Ctrl-C as a terminal sends it (SIGINT to the foreground process group, i.e. the
+    tool's); returns the exit status, the rest of stdout/stderr and how long the exit took."""
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {timeout}s after SIGINT")
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), \
+        time.monotonic() - t0
+
+
+def assert_clean_interrupt(tool: str, rc: int, err: str, seconds: float) -> None:
+    """Exit 130 within bounds, one clear line, no traceback from any level."""
+    assert rc == 130, (rc, err)
+    assert seconds < 30, f"{tool} took {seconds:.1f}s to exit after SIGINT"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    said = [ln for ln in err.splitlines() if "interrupted" in ln]
+    assert said == [f"{tool}: interrupted; the work clone was reset, your checkout is "
+                    "untouched"], err
+
+
+def no_leftovers(proc: subprocess.Popen, work: Path) -> None:
+    assert marked_pids(proc.marker) == []  # type: ignore[attr-defined]
+    no_leftover_processes(work)
+
+
+def assert_clone_reset(work: Path) -> None:
+    gitdir = work / ".git"
+    for leftover in ("BISECT_START", "BISECT_LOG", "rebase-apply", "index.lock"):
+        assert not (gitdir / leftover).exists(), leftover
+    assert git(work, "for-each-ref", "refs/bisect") == ""
+    # the transient wiring patch (and any half-applied series) reverted
+    assert git(work, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+@pytest.mark.parametrize("when", ["building", "testing"])
+def test_bisect_ctrl_c_resets_the_clone(history: dict, tmp_path: Path, when: str) -> None:
+    """Ctrl-C in a step of `git bisect run` (after it skipped the unbuildable commit): while
+    it builds (its "building ..." line), or while a test body runs with QEMU up (a datagram
+    from qtests/ci/ready_plugin.py in a pytest started by the step)."""
+    repo, lib = history["repo"], history["lib"]
+    work = lib.WorkClone(lib.git_common_dir(repo)).path
+    before = repo_state(repo)
+    cmd = [sys.executable, str(BISECT), history["base"], history["tip"], "--source", str(repo),
+           "--", *SELECT, "-p", "qtests.ci.ready_plugin"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+        ready.bind(str(tmp_path / "ready.sock"))
+        with started_tool(cmd, {"IVF_CI_READY_SOCKET": str(tmp_path / "ready.sock")}) as proc:
+            if when == "building":
+                seen = wait_for(proc, 600, pattern=r"SKIP \(cannot build.*?: building \.\.\.\n")
+            else:
+                seen = wait_for(proc, 600, ready=ready)
+            rc, _out, err, seconds = interrupt(proc, timeout=60)
+            sys.stderr.write(seen + err)
+            no_leftovers(proc, work)
+    assert_clean_interrupt("ci/bisect", rc, seen + err, seconds)
+    assert repo_state(repo) == before
+    assert_clone_reset(work)
+    if when == "building":
+        # the lock is released and the clone is usable: a new run gives the right answer
+        res = run_tool(cmd)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"First bad commit: {history['breaks']}" in res.stdout
+    else:
+        with lib.WorkClone(lib.git_common_dir(repo)):  # the lock was released
+            pass
+
+
+@pytest.mark.parametrize("when", ["building", "testing"])
+def test_validate_patch_ctrl_c_resets_the_clone(history: dict, tmp_path: Path,
+                                                when: str) -> None:
+    """Ctrl-C while the patched tree builds in the clone (the series applied with `git am`,
+    then the wiring patch), or while the suite runs on the base build with QEMU up."""
+    repo, lib = history["repo"], history["lib"]
+    work = lib.WorkClone(lib.git_common_dir(repo)).path
+    patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))
+    before = repo_state(repo)
+    cmd = [sys.executable, str(VALIDATE), str(patch), "--source", str(repo),
+           "--base", f"{history['breaks']}^", "--", *SELECT, "-p", "qtests.ci.ready_plugin"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+        ready.bind(str(tmp_path / "ready.sock"))
+        with started_tool(cmd, {"IVF_CI_READY_SOCKET": str(tmp_path / "ready.sock")}) as proc:
+            if when == "building":
+                seen = wait_for(proc, 600, pattern=r"building patched .*\.\.\.\n")
+            else:
+                seen = wait_for(proc, 600, ready=ready, from_step=False)
+            rc, _out, err, seconds = interrupt(proc, timeout=60)
+            sys.stderr.write(seen + err)
+            no_leftovers(proc, work)
+    assert_clean_interrupt("ci/validate-patch", rc, seen + err, seconds)
+    assert repo_state(repo) == before
+    assert_clone_reset(work)
+    with lib.WorkClone(lib.git_common_dir(repo)):  # the lock was released
+        pass
+
+
+def test_build_in_place_ctrl_c_restores_the_checkout(history: dict) -> None:
+    """ci/build-qemu --in-place interrupted while ninja runs (its "$ ninja" line: the wiring
+    patch is applied by then) reverts the patch, stops ninja and its compilers, says so in
+    one line. Run on the work clone, which the test holds (its lock) meanwhile."""
+    repo, lib = history["repo"], history["lib"]
+    with lib.WorkClone(lib.git_common_dir(repo)) as wc:
+        wc.checkout(history["tip"])
+        head = git(wc.path, "rev-parse", "HEAD")
+        cmd = [sys.executable, str(ROOT / "ci" / "build-qemu"), "--source", str(wc.path),
+               "--in-place"]
+        with started_tool(cmd) as proc:
+            seen = wait_for(proc, 600, pattern=r"^build-qemu: \$ ninja ")
+            rc, _out, err, seconds = interrupt(proc, timeout=60)
+            sys.stderr.write(seen + err)
+            no_leftovers(proc, wc.path)
+        assert rc == 130, seen + err
+        assert seconds < 30, seconds
+        assert "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == \
+            "build-qemu: interrupted; the checkout was restored", err
+        assert git(wc.path, "status", "--porcelain", "--untracked-files=no") == ""
+        assert git(wc.path, "rev-parse", "HEAD") == head
+
+
+def fake_qemu_repo(path: Path, env: dict[str, str]) -> Path:
+    """Just enough of a QEMU tree for the tools to accept it and for ci/build-qemu to
+    decline it at once (no hw/misc/ivshmem-flat.c: exit 125) -- nothing is ever built."""
+    for rel in ("configure", "hw/misc/meson.build", "hw/arm/meson.build"):
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(f"# {rel}\n")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    (path / "hw/misc/meson.build").write_text("# two\n")
+    subprocess.run(["git", "-C", str(path), "commit", "-q", "-a", "-m", "two"], check=True,
+                   env=env)
+    return path
+
+
+@pytest.mark.parametrize("flavour", ["sanitize", "coverage"])
+def test_flavour_reaches_build_qemu(tmp_path: Path, flavour: str) -> None:
+    """--sanitize/--coverage are handed to `ci/build-qemu --in-place` by both tools and by
+    the --step command `git bisect run` runs (seen in the step's build.log and steps.jsonl).
+    Cheap: a fake QEMU tree that build-qemu declines at once, a private cache (nothing lands
+    in the real one, no sanitizer build ever starts)."""
+    lib = _load_lib()
+    src = fake_qemu_repo(tmp_path / "qemu", dict(os.environ, **lib.FIXED_ENV))
+    cache = tmp_path / "cache"
+    env = dict(os.environ, IVSHMEM_SUITE_CACHE=str(cache))
+
+    def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert "Traceback" not in res.stderr, res.stderr
+        return res
+
+    def first_line(pattern: str) -> str:
+        (log,) = cache.glob(pattern)
+        return log.read_text().splitlines()[0]
+
+    res = run(str(BISECT), "HEAD~1", "HEAD", "--source", str(src), f"--{flavour}")
+    assert res.returncode == 2 and "BAD" in res.stderr and "cannot be tested" in res.stderr
+    assert f"({flavour} build)" in res.stderr, res.stderr
+    (run_dir,) = cache.glob("runs/bisect-*")
+    (rec,) = (json.loads(ln) for ln in (run_dir / "steps.jsonl").read_text().splitlines())
+    assert rec["flavour"] == flavour and "ivshmem-flat.c" in rec["reason"], rec
+    assert first_line("runs/bisect-*/steps/*/build.log").endswith(f"--in-place --{flavour}")
+
+    # the command `git bisect run` gets, and what it does in the step
+    step = lib.step_command(tmp_path / "step-run", flavour, ["-k", "x"])
+    assert step[2:] == ["--step", "--run-dir", str(tmp_path / "step-run"), f"--{flavour}",
+                        "--", "-k", "x"]
+    res = run(*step[1:], cwd=src)
+    assert res.returncode == 125, res.stderr  # skip: no device in this tree
+    assert json.loads((tmp_path / "step-run" / "steps.jsonl").read_text())["flavour"] == flavour
+
+    series = tmp_path / "series.patch"
+    series.write_text(git(src, "format-patch", "-1", "--stdout", "HEAD"))
+    res = run(str(VALIDATE), str(series), "--source", str(src), "--base", "HEAD~1",
+              f"--{flavour}")
+    assert res.returncode == 3 and "base" in res.stderr, res.stderr  # cannot judge
+    assert f"({flavour} build)" in res.stderr, res.stderr
+    assert first_line("runs/validate-*/build-before.log").endswith(f"--in-place --{flavour}")
+
+    res = run(str(BISECT), "HEAD~1", "HEAD", "--source", str(src), "--sanitize",
+              "--coverage")
+    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
+    res = run(str(VALIDATE), str(series), "--sanitize", "--coverage")
+    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
 
 
 def plain_diff(repo: Path, commit: str, dest: Path) -> Path:

@@ -1,0 +1,25 @@
+"""pytest plugin for the ci/ self-tests: a test body is running (its QEMU is up).
+
+The Ctrl-C self-test needs to interrupt ci/bisect while a bisect step's pytest has QEMU
+running, and must not guess when that is. Given with ``-p qtests.ci.ready_plugin`` in the
+PYTEST-ARGS, this plugin sends one datagram per test to the UNIX socket named in
+``$IVF_CI_READY_SOCKET``: ``<pid of the process that started pytest> <test id>``. Without the
+variable, with nobody listening or with the listener's queue full (it only reads while it
+waits for this event) it does nothing: never blocks, never fails a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+
+def pytest_runtest_call(item) -> None:
+    path = os.environ.get("IVF_CI_READY_SOCKET")
+    if not path:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
+            contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.sendto(f"{os.getppid()} {item.nodeid}".encode(), path)
