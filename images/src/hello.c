@@ -18,6 +18,17 @@ static int news(uint32_t irqs, uint32_t spurious, uint32_t dropped)
         || uart_rx_dropped() != dropped;
 }
 
+/* Print "<label><count>" when a counter moved since the last report. */
+static void report(const char *label, uint32_t now, uint32_t *last)
+{
+    if (now == *last)
+        return;
+    *last = now;
+    uart_puts(label);
+    uart_putu(now);
+    uart_puts("\n");
+}
+
 int main(void)
 {
     uart_init();
@@ -46,13 +57,7 @@ int main(void)
             __asm volatile("wfi");
         __asm volatile("cpsie i" ::: "memory");
 
-        uint32_t n = ivshmem_irqs();
-        if (n != irqs) {
-            irqs = n;
-            uart_puts("hello: irqs=");
-            uart_putu(irqs);
-            uart_puts("\n");
-        }
+        report("hello: irqs=", ivshmem_irqs(), &irqs);
         for (uint8_t c; uart_rx_get(&c);) {
             uart_puts("hello: rx=");
             uart_putu(++rx);
@@ -62,19 +67,7 @@ int main(void)
             uart_putu(ivshmem_irqs());
             uart_puts("\n");
         }
-        n = uart_rx_spurious();
-        if (n != spurious) {
-            spurious = n;
-            uart_puts("hello: uart spurious=");
-            uart_putu(spurious);
-            uart_puts("\n");
-        }
-        n = uart_rx_dropped();
-        if (n != dropped) {
-            dropped = n;
-            uart_puts("hello: uart dropped=");
-            uart_putu(dropped);
-            uart_puts("\n");
-        }
+        report("hello: uart spurious=", uart_rx_spurious(), &spurious);
+        report("hello: uart dropped=", uart_rx_dropped(), &dropped);
     }
 }

@@ -28,8 +28,6 @@ import contextlib
 import difflib
 import fcntl
 import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -45,6 +43,8 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.paths import load_ci_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 BISECT = ROOT / "ci" / "bisect"
 VALIDATE = ROOT / "ci" / "validate-patch"
@@ -54,12 +54,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _load_lib():
-    loader = importlib.machinery.SourceFileLoader("ci_bisect_lib", str(BISECT))
-    spec = importlib.util.spec_from_loader("ci_bisect_lib", loader)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ci_bisect_lib"] = mod  # dataclasses resolve annotations through it
-    loader.exec_module(mod)
-    return mod
+    return load_ci_tool("bisect")
 
 
 DEV = "hw/misc/ivshmem-flat.c"
@@ -314,6 +309,24 @@ def no_leftovers(proc: subprocess.Popen, work: Path) -> None:
     no_leftover_processes(work)
 
 
+def ctrl_c(cmd: list[str], tmp_path: Path, work: Path, pattern: str | None = None,
+           from_step: bool = True) -> tuple[int, str, float]:
+    """Start a tool, wait for its *pattern* on stderr (or, without one, for a test body with
+    QEMU up, announced by qtests/ci/ready_plugin.py), Ctrl-C it, and check nothing it
+    started is left. Returns the exit status, the stderr seen and how long the exit took."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+        ready.bind(str(tmp_path / "ready.sock"))
+        with started_tool(cmd, {"IVF_CI_READY_SOCKET": str(tmp_path / "ready.sock")}) as proc:
+            if pattern:
+                seen = wait_for(proc, 600, pattern=pattern)
+            else:
+                seen = wait_for(proc, 600, ready=ready, from_step=from_step)
+            rc, _out, err, seconds = interrupt(proc, timeout=60)
+            sys.stderr.write(seen + err)
+            no_leftovers(proc, work)
+    return rc, seen + err, seconds
+
+
 def assert_clone_reset(work: Path) -> None:
     gitdir = work / ".git"
     for leftover in ("BISECT_START", "BISECT_LOG", "rebase-apply", "index.lock"):
@@ -333,17 +346,9 @@ def test_bisect_ctrl_c_resets_the_clone(history: dict, tmp_path: Path, when: str
     before = repo_state(repo)
     cmd = [sys.executable, str(BISECT), history["base"], history["tip"], "--source", str(repo),
            "--", *SELECT, "-p", "qtests.ci.ready_plugin"]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
-        ready.bind(str(tmp_path / "ready.sock"))
-        with started_tool(cmd, {"IVF_CI_READY_SOCKET": str(tmp_path / "ready.sock")}) as proc:
-            if when == "building":
-                seen = wait_for(proc, 600, pattern=r"SKIP \(cannot build.*?: building \.\.\.\n")
-            else:
-                seen = wait_for(proc, 600, ready=ready)
-            rc, _out, err, seconds = interrupt(proc, timeout=60)
-            sys.stderr.write(seen + err)
-            no_leftovers(proc, work)
-    assert_clean_interrupt("ci/bisect", rc, seen + err, seconds)
+    rc, err, seconds = ctrl_c(cmd, tmp_path, work, pattern=(
+        r"SKIP \(cannot build.*?: building \.\.\.\n" if when == "building" else None))
+    assert_clean_interrupt("ci/bisect", rc, err, seconds)
     assert repo_state(repo) == before
     assert_clone_reset(work)
     if when == "building":
@@ -367,24 +372,16 @@ def test_validate_patch_ctrl_c_resets_the_clone(history: dict, tmp_path: Path,
     before = repo_state(repo)
     cmd = [sys.executable, str(VALIDATE), str(patch), "--source", str(repo),
            "--base", f"{history['breaks']}^", "--", *SELECT, "-p", "qtests.ci.ready_plugin"]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
-        ready.bind(str(tmp_path / "ready.sock"))
-        with started_tool(cmd, {"IVF_CI_READY_SOCKET": str(tmp_path / "ready.sock")}) as proc:
-            if when == "building":
-                seen = wait_for(proc, 600, pattern=r"building patched .*\.\.\.\n")
-            else:
-                seen = wait_for(proc, 600, ready=ready, from_step=False)
-            rc, _out, err, seconds = interrupt(proc, timeout=60)
-            sys.stderr.write(seen + err)
-            no_leftovers(proc, work)
-    assert_clean_interrupt("ci/validate-patch", rc, seen + err, seconds)
+    rc, err, seconds = ctrl_c(cmd, tmp_path, work, from_step=False, pattern=(
+        r"building patched .*\.\.\.\n" if when == "building" else None))
+    assert_clean_interrupt("ci/validate-patch", rc, err, seconds)
     assert repo_state(repo) == before
     assert_clone_reset(work)
     with lib.WorkClone(lib.git_common_dir(repo)):  # the lock was released
         pass
 
 
-def test_build_in_place_ctrl_c_restores_the_checkout(history: dict) -> None:
+def test_build_in_place_ctrl_c_restores_the_checkout(history: dict, tmp_path: Path) -> None:
     """ci/build-qemu --in-place interrupted while ninja runs (its "$ ninja" line: the wiring
     patch is applied by then) reverts the patch, stops ninja and its compilers, says so in
     one line. Run on the work clone, which the test holds (its lock) meanwhile."""
@@ -394,12 +391,8 @@ def test_build_in_place_ctrl_c_restores_the_checkout(history: dict) -> None:
         head = git(wc.path, "rev-parse", "HEAD")
         cmd = [sys.executable, str(ROOT / "ci" / "build-qemu"), "--source", str(wc.path),
                "--in-place"]
-        with started_tool(cmd) as proc:
-            seen = wait_for(proc, 600, pattern=r"^build-qemu: \$ ninja ")
-            rc, _out, err, seconds = interrupt(proc, timeout=60)
-            sys.stderr.write(seen + err)
-            no_leftovers(proc, wc.path)
-        assert rc == 130, seen + err
+        rc, err, seconds = ctrl_c(cmd, tmp_path, wc.path, pattern=r"^build-qemu: \$ ninja .*\n")
+        assert rc == 130, err
         assert seconds < 30, seconds
         assert "Traceback" not in err, err
         assert err.strip().splitlines()[-1] == \
