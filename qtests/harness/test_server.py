@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from ivflat import board
+from ivflat import board, timeouts
 from ivflat.paths import reference_dir, reference_tool
 from ivflat.peer import HostPeer, MessageReader, ProtocolError, readable, recv_msg
+from ivflat.reaper import release_all
 from ivflat.server import Fault, FaultKind, IvshmemServer, make_server
 
 SIZE = 64 * 1024  # small shm keeps the tests fast; sizes are not what is under test
@@ -43,9 +44,10 @@ def start_server(short_tmp: Path) -> Iterator[Callable[..., IvshmemServer]]:
         servers.append(srv)
         return srv.start()
 
-    yield factory
-    for srv in servers:
-        srv.stop()
+    try:
+        yield factory
+    finally:
+        release_all(servers, lambda srv: srv.stop())
 
 
 def _fd_kind(fd: int) -> str:
@@ -72,7 +74,7 @@ class Raw:
     def take(self, n: int, keep: bool = False) -> list[tuple[int, str | None]]:
         out = []
         for _ in range(n):
-            value, fd = recv_msg(self.reader, 5.0)
+            value, fd = recv_msg(self.reader, timeouts.scaled())
             out.append((value, None if fd is None else _fd_kind(fd)))
             if fd is not None:
                 (self.kept.append if keep else os.close)(fd)
@@ -97,9 +99,10 @@ def raw(request: pytest.FixtureRequest) -> Iterator[Callable[[Path], Raw]]:
         clients.append(Raw(path))
         return clients[-1]
 
-    yield factory
-    for c in clients:
-        c.close()
+    try:
+        yield factory
+    finally:
+        release_all(clients, lambda c: c.close())
 
 
 def _greeting(peer_id: int, version: int = 0, shm: str | None = f"memfd:{SIZE}"):
@@ -249,6 +252,21 @@ def test_many_vectors_and_peers_flow_through(start_server):
     finally:
         for p in peers:
             p.close()
+
+
+def test_slow_reader_gets_every_vector_with_its_fd(start_server, raw):
+    """A client that reads nothing until its whole greeting is queued (far more fd
+    messages than its socket takes) still gets every vector message with its eventfd, in
+    order: a full socket delays a message, it never strips the fd off it (which would turn
+    a vector announcement into a bare "peer gone")."""
+    n = 1000
+    srv = start_server(vectors=n)
+    client = raw(srv.socket_path)
+    srv.wait_accepted(1)
+    assert srv.queued(0) > 0, "the socket never filled: the test proves nothing"
+    assert client.take(3 + n) == _greeting(0) + [(0, "eventfd")] * n
+    srv.wait_peers(1)
+    assert srv.queued(0) == 0 and srv.send_errors == []
 
 
 # --------------------------------------------------------------------------- faults
