@@ -3,6 +3,7 @@ input is a clear usage error, not a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.paths import REPO, reference_tool
-from ivflat.probe import ProbeError, probe_uncached
+from ivflat.probe import ProbeError, probe, probe_uncached
 
 DEBIAN_QEMU = Path("/usr/bin/qemu-system-arm")
 
@@ -81,3 +82,49 @@ def test_pytest_reports_bad_qemu_as_usage_error(bad):
     assert res.returncode == 4, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     assert bad in res.stderr and ("no such file" in res.stderr or "not a QEMU" in res.stderr)
+
+
+REFERENCE = reference_tool("qemu-system-arm")  # before a test moves the cache away
+_needs_reference = pytest.mark.skipif(REFERENCE is None,
+                                      reason="no reference build: run ci/build-qemu")
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """An empty suite cache of this test's own (the probe cache lives there)."""
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@_needs_reference
+def test_corrupt_cache_entry_is_probed_again(private_cache):
+    """A cache entry that does not parse (an older layout, a half-written edit) means
+    "probe again", never a crash of pytest's start-up; the entry is then repaired."""
+    ref = REFERENCE
+    good = probe(ref)
+    cache = private_cache / "probe-cache.json"
+    entries = json.loads(cache.read_text())
+    (key,) = entries
+    entries[key] = {"binary": str(ref), "wired": "yes"}
+    cache.write_text(json.dumps(entries))
+    assert probe(ref) == good
+    assert json.loads(cache.read_text())[key]["properties"] == list(good.properties)
+    cache.write_text("{ not json")
+    assert probe(ref) == good
+
+
+@_needs_reference
+def test_transient_probe_failure_is_not_cached(private_cache, tmp_path):
+    """The qtest-accelerator probe killed by a signal (as the OOM killer would) answers
+    "no qtest" for this run only: once the machine recovers, the next probe finds it."""
+    flag = tmp_path / "oom"
+    flag.touch()
+    wrapper = tmp_path / "qemu-system-arm"
+    wrapper.write_text(f"""#!/bin/sh
+case "$*" in *"-accel qtest"*) [ -e "{flag}" ] && kill -KILL $$;; esac
+exec "{REFERENCE}" "$@"
+""")
+    wrapper.chmod(0o755)
+    assert not probe(wrapper).qtest_accel
+    flag.unlink()
+    assert probe(wrapper).qtest_accel
