@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import board
+from ivflat import board, timeouts
 from ivflat.device import IvshmemFlat
-from ivflat.machine import IvshmemFlatDevice, QEMUMachine, QtestMachine
+from ivflat.machine import GuestMachine, IvshmemFlatDevice, QEMUMachine, QtestMachine
 from ivflat.plugin import _stop_machines
 from ivflat.qtest import QTestTimeout
 from ivflat.reaper import release_all
+from ivflat.reproducer import write_reproducer
 from ivflat.server import IvshmemServer
 from ivflat.sockpath import too_long
 
@@ -148,3 +149,30 @@ def test_server_socket_path_qemu_cannot_take_verbatim(short_tmp, launch_vm, wher
         vm.shutdown()
     finally:
         server.stop()
+
+
+@pytest.mark.guest
+def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired_qemu,
+                                                            firmware_dir, tmp_path):
+    """reproduce.sh of a firmware VM (serial on the terminal) boots it on a real pty: QEMU
+    stays in the terminal's foreground group (a background one is stopped by SIGTTOU when
+    it sets the tty up), and a SIGTERM to the group leaves no shm object or directory."""
+    import pexpect
+
+    vm = GuestMachine(wired_qemu, name="g", workdir=tmp_path / "g",
+                      kernel=firmware_dir / "hello.elf",
+                      devices=[IvshmemFlatDevice(Path(ivshmem_server.socket_path))])
+    vm.ivshmem_server = ivshmem_server  # type: ignore[attr-defined]
+    script = write_reproducer(vm, tmp_path / "repro")
+    shm_before = set(os.listdir("/dev/shm"))
+    limit = timeouts.scaled(None, timeouts.CONSOLE)
+    child = pexpect.spawn("sh", [str(script)], timeout=limit,
+                          env={**os.environ, "IVF_REPRO_SECONDS": str(int(limit) * 2)})
+    try:
+        child.expect("READY")  # hello booted (its lines interleave with trace lines)
+    finally:  # the script's trap cleans up once QEMU (maybe stopped) has gone
+        for sig in (signal.SIGTERM, signal.SIGCONT):
+            os.killpg(child.pid, sig)
+        child.expect(pexpect.EOF)
+        child.close(force=True)
+    assert set(os.listdir("/dev/shm")) - shm_before == set()
