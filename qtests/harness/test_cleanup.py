@@ -1,12 +1,18 @@
-"""Nothing is left behind: after a test passes, fails, hits pytest-timeout or is
-interrupted with SIGINT, no QEMU process, server socket or shm object of it survives, and a
-failing test leaves its artifacts (command line, stderr, trace, transcript, reproducer).
+"""Nothing is left behind: after a test passes, fails, hits pytest-timeout, or the runner
+gets SIGINT, SIGTERM or SIGHUP, no QEMU process, server socket or shm object of it
+survives, and a failing test leaves its artifacts (command line, stderr, trace,
+transcript, reproducer). After a SIGKILL of the runner, its children die with it (parent-
+death signal) and the next run sweeps the rest (ivflat.reaper).
 
 Each scenario runs in a pytest subprocess whose environment carries a unique marker; QEMU
-inherits it, so leftovers are found through /proc/*/environ even under pytest-xdist."""
+inherits it, so leftovers are found through /proc/*/environ even under pytest-xdist. Every
+wait is on an event (a pipe the inner test writes when its VM is up, the inner run's exit)
+with a scaled bound; on any failure the outer test kills the inner run and everything that
+carries its marker, so a broken scenario cannot orphan QEMUs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -14,11 +20,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from ivflat import reaper, timeouts
 from ivflat.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -40,15 +49,38 @@ def test_fails(vm, host_peer):
     IvshmemFlat(vm).ring(IvshmemFlat(vm).ivposition, 0)
     assert False, "deliberate failure"
 
-@pytest.mark.timeout(3)
+@pytest.mark.timeout(3, func_only=True)
 def test_times_out(vm, host_peer):
     _started(vm, host_peer)
-    vm.wait_irq(99, timeout=60)  # never comes: pytest-timeout fires first
+    vm.wait_irq(99, timeout=600)  # never comes: pytest-timeout fires first
 
 def test_interrupted(vm, host_peer):
     _started(vm, host_peer)
-    vm.wait_irq(99, timeout=60)  # the outer test sends SIGINT meanwhile
+    vm.wait_irq(99, timeout=600)  # the outer test signals the runner meanwhile
+
+def test_records_teardown_order(vm, ivshmem_server):
+    def logged(obj, method, tag):
+        orig = getattr(obj, method)
+        def wrapper(*args, **kw):
+            with open(os.environ["IVF_ORDER_FILE"], "a") as f:
+                f.write(tag + "\\n")
+            return orig(*args, **kw)
+        setattr(obj, method, wrapper)
+    logged(vm, "shutdown", "qemu")
+    logged(ivshmem_server, "stop", "server")
 '''
+
+
+@dataclass
+class Inner:
+    """One inner pytest run and what it left."""
+
+    rc: int | None
+    out: str
+    pid: int
+    marker: str
+    tmp: Path
+    left: dict[str, list] = field(default_factory=dict)
 
 
 def _marked_pids(marker: str) -> list[int]:
@@ -63,17 +95,46 @@ def _marked_pids(marker: str) -> list[int]:
     return pids
 
 
-def _run_inner(tmp_path: Path, test: str, qemu: Path, interrupt: bool = False,
-               backend: str = "python"):
-    marker = f"IVF_CLEANUP_MARKER={uuid.uuid4().hex}"
+def _leftovers(inner: Inner) -> dict[str, list]:
+    return {
+        "processes": _marked_pids(inner.marker),
+        # the inner run's shm objects and temporary directories carry its owner tag
+        "shm": sorted(n for n in os.listdir("/dev/shm")
+                      if n.startswith(f"{reaper.SHM_PREFIX}-{inner.pid}.")),
+        "tmp": sorted(p.name for p in inner.tmp.iterdir()
+                      if not p.name.startswith("pytest-of-")),
+    }
+
+
+def _wait_gone(marker: str) -> list[int]:
+    """Bounded wait for the marked processes to exit (a parent-death signal is
+    asynchronous); returns those still there."""
+    deadline = timeouts.Deadline(None, timeouts.START)
+    while (pids := _marked_pids(marker)) and not deadline.expired():
+        time.sleep(0.05)  # sleep-ok: no event tells us another process's exit
+    return pids
+
+
+def _kill_marked(marker: str) -> None:
+    """Last resort of a failed scenario: SIGKILL everything the inner run started."""
+    for pid in _marked_pids(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(marker)
+
+
+def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | None = None,
+               backend: str = "python", private_tmp: Path | None = None,
+               extra_env: dict[str, str] | None = None) -> Inner:
+    marker = uuid.uuid4().hex
     (tmp_path / "test_inner.py").write_text(INNER)
     ready_r, ready_w = os.pipe()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "IVF_"))}
     # a private, short TMPDIR (UNIX socket paths must stay < 108 bytes): whatever the inner
     # run leaves there is its own, even with other xdist workers busy in /tmp
-    private_tmp = Path(tempfile.mkdtemp(prefix="ivfc-"))
-    env.update(dict([marker.split("=", 1)]), IVF_STARTED_FD=str(ready_w),
-               TMPDIR=str(private_tmp),
+    private_tmp = private_tmp or Path(tempfile.mkdtemp(prefix="ivfc-"))
+    env.update(IVF_CLEANUP_MARKER=marker, IVF_STARTED_FD=str(ready_w),
+               TMPDIR=str(private_tmp), **(extra_env or {}),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
@@ -82,54 +143,138 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, interrupt: bool = False,
            f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, pass_fds=[ready_w])
+                            stderr=subprocess.STDOUT, text=True, pass_fds=[ready_w],
+                            start_new_session=True)
     os.close(ready_w)
+    ok = False
     try:
-        if interrupt:
-            # bounded wait for "VM up" from the inner test, then interrupt it
-            assert select.select([ready_r], [], [], 30)[0], "inner test never started its VM"
-            proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        if send is not None:
+            up = timeouts.scaled(None, timeouts.START)
+            if not select.select([ready_r], [], [], up)[0]:
+                proc.kill()
+                pytest.fail(f"inner test never started its VM within {up}s:\n"
+                            f"{proc.communicate()[0]}")
+            proc.send_signal(send)
+        try:
+            out, _ = proc.communicate(timeout=timeouts.scaled(None, timeouts.START) * 4)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"inner pytest still running; output:\n{proc.communicate()[0]}")
+        inner = Inner(proc.returncode, out, proc.pid, marker, private_tmp)
+        if send is signal.SIGKILL:
+            _wait_gone(marker)
+        inner.left = _leftovers(inner)
+        ok = True
+        return inner
     finally:
         os.close(ready_r)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    leftovers = {
-        "processes": _marked_pids(marker.split("=", 1)[1]),
-        # QEMU's ivshmem-server objects are named after the creating process (ivflat-PID-)
-        "shm": sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"ivflat-{proc.pid}-")),
-        "tmp": sorted(p.name for p in private_tmp.iterdir()
-                      if not p.name.startswith("pytest-of-")),
-    }
-    shutil.rmtree(private_tmp, ignore_errors=True)
-    return proc.returncode, out, leftovers
+        if not ok:
+            _kill_marked(marker)
+
+
+def _cleanup_tmp(inner: Inner) -> None:
+    shutil.rmtree(inner.tmp, ignore_errors=True)
+
+
+NOTHING = {"processes": [], "shm": [], "tmp": []}
 
 
 @pytest.mark.parametrize("test,rc,backend", [
     ("test_passes", 0, "python"), ("test_fails", 1, "python"), ("test_times_out", 1, "python"),
     ("test_fails", 1, "qemu"), ("test_times_out", 1, "qemu")])
 def test_nothing_left_behind(tmp_path, wired_qemu, test, rc, backend):
-    code, out, left = _run_inner(tmp_path, test, wired_qemu, backend=backend)
-    assert code == rc, out
-    assert left == {"processes": [], "shm": [], "tmp": []}, out
+    inner = _run_inner(tmp_path, test, wired_qemu, backend=backend)
+    _cleanup_tmp(inner)
+    assert inner.rc == rc, inner.out
+    assert inner.left == NOTHING, inner.out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=lambda s: s.name)
+@pytest.mark.parametrize("backend", ["python", "qemu"])
+def test_nothing_left_after_a_signal(tmp_path, wired_qemu, backend, sig):
+    """Ctrl-C, a CI cancel (SIGTERM) or a closed terminal (SIGHUP) mid-test: the same
+    orderly teardown (pytest's exit status 2, "interrupted")."""
+    inner = _run_inner(tmp_path, "test_interrupted", wired_qemu, send=sig, backend=backend)
+    _cleanup_tmp(inner)
+    assert inner.rc == 2, inner.out
+    assert inner.left == NOTHING, inner.out
 
 
 @pytest.mark.parametrize("backend", ["python", "qemu"])
-def test_nothing_left_after_sigint(tmp_path, wired_qemu, backend):
-    code, out, left = _run_inner(tmp_path, "test_interrupted", wired_qemu, interrupt=True,
-                                 backend=backend)
-    assert code == 2, out  # pytest's "interrupted"
-    assert left == {"processes": [], "shm": [], "tmp": []}, out
+def test_sigkill_leaves_only_what_the_next_run_sweeps(tmp_path, wired_qemu, backend):
+    """SIGKILL of the runner: QEMU and QEMU's ivshmem-server die of their parent-death
+    signal (the server unlinks its socket and shm object on that SIGTERM); what is left is
+    the test's private socket directory (<tmp>/ivf-<owner>-*), and the next run (here a
+    passing test with the same TMPDIR) sweeps it."""
+    inner = _run_inner(tmp_path, "test_interrupted", wired_qemu, send=signal.SIGKILL,
+                       backend=backend)
+    try:
+        assert inner.rc == -signal.SIGKILL
+        assert inner.left["processes"] == [] and inner.left["shm"] == [], inner.left
+        assert [n.startswith(f"{reaper.TMP_PREFIX}-{inner.pid}.")
+                for n in inner.left["tmp"]] == [True], inner.left
+        nxt = _run_inner(tmp_path, "test_passes", wired_qemu, backend=backend,
+                         private_tmp=inner.tmp)
+        assert nxt.rc == 0, nxt.out
+        assert nxt.left == NOTHING, nxt.out
+    finally:
+        _cleanup_tmp(inner)
+
+
+def test_sweep_takes_only_what_dead_owners_left(tmp_path):
+    """The start-up sweep kills a process, unlinks a shm object and removes a directory
+    tagged with a dead owner, and leaves a live owner's (ours) alone."""
+    owner = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
+    dead = reaper.owner_token(owner.pid)
+    victim = subprocess.Popen(["cat"], stdin=subprocess.PIPE,
+                              env={**os.environ, reaper.OWNER_VAR: dead})
+    owner.communicate()
+    shm_dead = Path("/dev/shm") / f"{reaper.SHM_PREFIX}-{dead}-x"
+    shm_live = Path("/dev/shm") / f"{reaper.tagged_name(reaper.SHM_PREFIX)}x"
+    tmp_dead = tmp_path / f"{reaper.TMP_PREFIX}-{dead}-x"
+    tmp_live = tmp_path / f"{reaper.tagged_name(reaper.TMP_PREFIX)}x"
+    try:
+        for p in (shm_dead, shm_live):
+            p.touch()
+        for d in (tmp_dead, tmp_live):
+            d.mkdir()
+        swept = reaper.sweep(tmp_path)
+        assert victim.wait(timeout=timeouts.scaled()) == -signal.SIGKILL
+        assert not shm_dead.exists() and not tmp_dead.exists()
+        assert shm_live.exists() and tmp_live.exists()
+        assert len(swept) == 3, swept
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        victim.communicate()
+        for p in (shm_dead, shm_live):
+            p.unlink(missing_ok=True)
+
+
+def test_qemu_stops_before_its_server(tmp_path, wired_qemu):
+    """Fixture teardown stops QEMU first and the server after it, so a test never ends
+    through the device's server-disconnect path (and QEMU's own shutdown is what is
+    judged)."""
+    order = tmp_path / "order.txt"
+    inner = _run_inner(tmp_path, "test_records_teardown_order", wired_qemu,
+                       extra_env={"IVF_ORDER_FILE": str(order)})
+    _cleanup_tmp(inner)
+    assert inner.rc == 0, inner.out
+    assert order.read_text().split() == ["qemu", "server"]
 
 
 def test_failure_leaves_bug_report_material(tmp_path, wired_qemu):
-    code, out, _ = _run_inner(tmp_path, "test_fails", wired_qemu)
-    assert code == 1
+    inner = _run_inner(tmp_path, "test_fails", wired_qemu)
+    _cleanup_tmp(inner)
+    assert inner.rc == 1
     (vmdir,) = (tmp_path / "art").glob("*test_fails/vm0")
     for name in ("cmdline.txt", "stderr.log", "trace.log", "qtest.log", "reproduce.sh",
                  "qtest-commands.txt"):
         assert (vmdir / name).stat().st_size > 0, name
     assert "writel 0x400ff00c" in (vmdir / "qtest-commands.txt").read_text()
     assert "ivshmem_flat_interrupt_peer" in (vmdir / "trace.log").read_text()
-    assert "command line" in out and "qtest transcript" in out
+    assert "command line" in inner.out and "qtest transcript" in inner.out
