@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
 def _fails_with(vm, *needles: str) -> str:
-    rc = vm.wait_exit(timeout=10)
+    rc = vm.wait_exit()
     err = vm.stderr()
     assert rc == 1, f"expected exit status 1, got {rc}: {err}"
     assert not vm.crashed(), err

@@ -79,7 +79,7 @@ def test_guest_rings_exactly_that_host_vector(peer_and_guest, vector):
     """DOORBELL = peer<<16 | v makes exactly eventfd v of that peer readable, no other."""
     peer, dev = peer_and_guest
     dev.ring(peer.id, vector)
-    assert peer.wait_vector(vector, timeout=5) == 1
+    assert peer.wait_vector(vector) == 1
     dev.settle()
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
 
@@ -94,7 +94,7 @@ def test_host_ringing_guest_vector_pulses_irq(peer_and_guest, vector, request):
     peer, dev = peer_and_guest
     mark = dev.mark()
     peer.ring(dev.ivposition, vector)
-    dev.wait_pulses(1, since=mark, timeout=3)
+    dev.wait_pulses(1, since=mark)
     dev.settle()
     assert dev.pulses_since(mark) == 1
 
@@ -113,7 +113,7 @@ def test_doorbell_halves_are_not_swapped(make_server, launch_vm):
         vm.wait_vectors(p1.id, 3)
         assert (p1.id, p2.id, dev.ivposition) == (1, 2, 5)
         dev.ring(2, 1)
-        assert p2.wait_vector(1, timeout=5) == 1
+        assert p2.wait_vector(1) == 1
         dev.settle()
         assert not p1.pending(2) and not p1.pending(1)
         assert [v for v in range(3) if p2.pending(v)] == []
@@ -184,7 +184,7 @@ def test_doorbell_vector_the_peer_lacks_is_harmless(peer_and_guest):
     assert dev.vm.is_running()
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
     dev.ring(peer.id, 0)
-    assert peer.wait_vector(0, timeout=5) == 1
+    assert peer.wait_vector(0) == 1
 
 
 def test_no_irq_path_means_no_irq_but_device_works(ivshmem_server, launch_vm):

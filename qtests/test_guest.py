@@ -32,14 +32,14 @@ def test_hello_prints_id_and_sees_host_memory(ivshmem_server, launch_guest):
     ivshmem_server.write(mailbox.off("MAGIC_OFF"), struct.pack("<I", magic))
     g = launch_guest(ivshmem_server, "hello")
     gid = _boot_id(g, r"hello: id=(\d+)\r?\n")
-    assert gid in ivshmem_server.peers
+    assert gid in ivshmem_server.wait_peers(1)
     m = g.expect(r"shm base=(0x[0-9a-f]+) size=(\d+)\r?\n")
     assert int(m.group(1), 16) == board.SHMEM_ADDR and int(m.group(2)) == board.SHMEM_SIZE
     assert int(g.expect(r"shm magic=(0x[0-9a-f]+)\r?\n").group(1), 16) == magic
     g.expect("READY")
 
 
-def _expect_lines(guest, patterns: list[str], timeout: float = 5) -> None:
+def _expect_lines(guest, patterns: list[str], timeout: float | None = None) -> None:
     """Wait for one console line per pattern, in whatever order they come (two interrupt
     sources racing); bounded."""
     pending = list(patterns)
@@ -185,13 +185,13 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
             mailbox.write_request(ivshmem_server, seq, peer.id, data)
             peer.ring(gid, mailbox.off("VECTOR"))
             reply = _wait_reply(ivshmem_server, seq, 5, g)
-            assert peer.wait_vector(0, timeout=5) >= 1
+            assert peer.wait_vector(0) >= 1
             assert (reply.seq, reply.responder, reply.status) == (seq, gid, mailbox.off("OK"))
             assert reply.data == data[::-1]
         mailbox.write_request(ivshmem_server, 99, peer.id, b"x" * 225)
         peer.ring(gid, 0)
         g.expect(r"echo: seq=99 bad len")
-        peer.wait_vector(0, timeout=5)
+        peer.wait_vector(0)
         bad = mailbox.unpack_reply(ivshmem_server.read(mailbox.off("REPLY_OFF"),
                                                        mailbox.reply_size()))
         assert (bad.seq, bad.status, bad.length) == (99, mailbox.off("EBADLEN"), 0)
@@ -236,7 +236,7 @@ def test_qtest_vm_and_firmware_vm_talk(ivshmem_server, launch_guest, launch_vm):
     dev.shm_write(mailbox.off("REQ_OFF"), seq_word)
     mark = dev.mark()
     dev.ring(gid, 0)
-    dev.wait_pulses(1, since=mark, timeout=5)
+    dev.wait_pulses(1, since=mark)
     reply = mailbox.unpack_reply(dev.shm_read(mailbox.off("REPLY_OFF"), mailbox.reply_size()))
     assert (reply.seq, reply.responder, reply.data) == (7, gid, b"from qtest"[::-1])
     g.expect(r"echo: seq=7\r?\n")

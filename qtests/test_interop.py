@@ -23,7 +23,7 @@ def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_v
     vm = launch_vm(qemu_server)
     vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
     dev = IvshmemFlat(vm)
-    qemu_server.wait_peers(1, timeout=5)
+    qemu_server.wait_peers(1)
     vm.wait_vectors(dev.ivposition, 2)
     blob = os.urandom(4096)
     dev.shm_write(board.SHMEM_SIZE - 4096, blob)
@@ -41,7 +41,7 @@ def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_vm):
         vm.wait_vectors(peer.id, 2)
         peer.wait_peer_vectors(dev.ivposition, 2)
         dev.ring(peer.id, 1)
-        assert peer.wait_vector(1, timeout=5) == 1
+        assert peer.wait_vector(1) == 1
         assert not peer.pending(0)
         mark = dev.mark()
         peer.ring(dev.ivposition, 0)
@@ -67,9 +67,9 @@ def test_qemu_ivshmem_client_as_peer(make_server, launch_vm, qemu_binary, short_
         client.start()
         vm.wait_vectors(client.own_id, 1)
         dev.ring(client.own_id, 0)
-        client.expect_notification(vector=0, timeout=5)
+        client.expect_notification(vector=0)
         mark = dev.mark()
         client.interrupt(dev.ivposition, 0)
-        dev.wait_pulses(1, since=mark, timeout=5)
+        dev.wait_pulses(1, since=mark)
     finally:
         client.close()

@@ -46,11 +46,11 @@ def test_device_del_is_refused_cleanly(vm):
 def test_quit_is_clean(vm, ivshmem_server):
     """QMP quit: exit status 0, no crash message, and the server sees the peer leave."""
     own = IvshmemFlat(vm).ivposition
-    assert own in ivshmem_server.peers
+    assert own in ivshmem_server.wait_peers(1)
     vm.qmp("quit")
-    assert vm.wait_exit(timeout=10) == 0
+    assert vm.wait_exit() == 0
     assert not vm.crashed(), vm.stderr()
-    ivshmem_server.wait_peers(0, timeout=5)
+    ivshmem_server.wait_peers(0)
     assert own not in ivshmem_server.peers
 
 

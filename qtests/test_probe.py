@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ivflat import timeouts
 from ivflat.paths import REPO, reference_tool
 from ivflat.probe import ProbeError, probe, probe_uncached
 
@@ -78,7 +79,8 @@ def test_pytest_reports_bad_qemu_as_usage_error(bad):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     res = subprocess.run([sys.executable, "-m", "pytest", f"--qemu={bad}", "-q",
                           "qtests/test_probe.py::test_missing_path_is_a_clear_error"],
-                         cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+                         cwd=REPO, capture_output=True, text=True, env=env,
+                         timeout=timeouts.scaled(120))
     assert res.returncode == 4, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     assert bad in res.stderr and ("no such file" in res.stderr or "not a QEMU" in res.stderr)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ivflat import board
+from ivflat import board, timeouts
 
 DEV = "/machine/peripheral/ivshmem0"
 CORE_PROPS = {"chardev", "shmem-size"}
@@ -19,7 +19,8 @@ def _qmp_none(binary, *commands):
     lines = [{"execute": "qmp_capabilities"}, *commands, {"execute": "quit"}]
     out = subprocess.run([str(binary), "-M", "none", "-display", "none", "-nodefaults",
                           "-qmp", "stdio"], input="\n".join(map(json.dumps, lines)) + "\n",
-                         capture_output=True, text=True, timeout=20).stdout
+                         capture_output=True, text=True,
+                         timeout=timeouts.scaled(None, timeouts.START)).stdout
     replies = [json.loads(x) for x in out.splitlines() if x.startswith('{"return"')
                or x.startswith('{"error"')]
     return replies[1:1 + len(commands)]

@@ -26,7 +26,7 @@ def test_ivposition_differs_per_connection(ivshmem_server, launch_vm):
     """Two guests on one server get distinct ids, and each reads its own."""
     a, b = IvshmemFlat(launch_vm(ivshmem_server)), IvshmemFlat(launch_vm(ivshmem_server))
     assert a.ivposition != b.ivposition
-    assert {a.ivposition, b.ivposition} == set(ivshmem_server.peers)
+    assert {a.ivposition, b.ivposition} == set(ivshmem_server.wait_peers(2))
 
 
 @pytest.mark.parametrize("reg", [board.INTMASK, board.INTSTATUS])

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from ivflat import timeouts
 from ivflat.qtest import QTestDisconnected, QTestError, QTestProtocol, QTestTimeout
 
 
@@ -52,7 +53,7 @@ def wire() -> Iterator[Callable[..., tuple[QTestProtocol, Script]]]:
     for proto, script in made:
         proto.close()
         script.sock.close()
-        script.thread.join(timeout=5)
+        script.thread.join(timeout=timeouts.scaled())
 
 
 def test_irq_lines_between_request_and_reply_are_recorded_in_order(wire):

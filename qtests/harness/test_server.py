@@ -169,10 +169,10 @@ def test_host_peers_see_each_other_and_ring(start_server):
         assert len(srv.vectors_of(b.id)) == 3
         a.ring(b.id, 2)
         a.ring(b.id, 2)
-        assert b.wait_vector(2, timeout=5) == 2  # eventfd counts: two rings, one read
+        assert b.wait_vector(2) == 2  # eventfd counts: two rings, one read
         assert not b.pending(2) and not b.pending(0)
         b.ring(a.id, 0)
-        assert a.wait_vector(0, timeout=5) == 1
+        assert a.wait_vector(0) == 1
         a.ring(a.id, 1)  # our own id rings ourselves
         assert a.pending(1)
         with pytest.raises(KeyError, match="unknown peer 9"):
@@ -465,9 +465,9 @@ def test_qemu_client_on_python_server(start_server, short_tmp):
         host.wait_peer_vectors(client.own_id, 2)
         host.ring(client.own_id, 1)
         # The client prints ITS OWN id, not the sender's.
-        assert client.expect_notification(vector=1, timeout=5) == (1, 1)
+        assert client.expect_notification(vector=1) == (1, 1)
         client.interrupt(host.id, 0)
-        assert host.wait_vector(0, timeout=5) == 1
+        assert host.wait_vector(0) == 1
         client.interrupt_all()
         assert (host.wait_vector(0), host.wait_vector(1)) == (1, 1)
         with pytest.raises(Exception, match="cannot find peer_id = 9"):
@@ -558,7 +558,7 @@ def test_qemu_client_on_qemu_server(short_tmp):
         host.wait_peer_vectors(1, 1)
         client.wait_peer_vectors(host.id, 1)
         host.ring(1, 0)
-        assert client.expect_notification(timeout=5) == (1, 0)
+        assert client.expect_notification() == (1, 0)
         client.interrupt(0, 0)
         assert host.wait_vector(0) == 1
     assert set(os.listdir("/proc/self/fd")) == fds_before and _harness_threads() == []
