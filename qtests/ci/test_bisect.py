@@ -2,9 +2,8 @@
 
 Why: both tools glue git, the build and the suite together, and the glue is where they
 would silently give wrong answers (a bisect that names the wrong commit, a patch check that
-reports no difference). So we build a small history on Debian's QEMU source -- harmless
-commits, one commit that breaks IVPOSITION the way a developer plausibly would, a commit
-that does not build (and its fix), more harmless commits -- and check that:
+reports no difference). So on a small history built on Debian's QEMU source (see conftest.py)
+we check that:
 
 * ci/bisect names the breaking commit and the failing test, skipping the unbuildable commit;
 * ci/validate-patch, given the breaking commit as a patch, reports the newly failing tests
@@ -12,11 +11,10 @@ that does not build (and its fix), more harmless commits -- and check that:
 * neither leaves bisect state, worktrees, changes or processes in the "user's" repository;
 * Ctrl-C (SIGINT to the tool's process group, sent on a real progress event, never after a
   guessed delay) stops ci/bisect, ci/validate-patch and ci/build-qemu --in-place within
-  seconds, with one line, no process left (QEMU included) and a clone without bisect state
+  its grace period, with one line, no process left (QEMU included) and a clone without bisect state
   or wiring patch, and a new bisect still gives the right answer;
-* --sanitize/--coverage reach ci/build-qemu (cheaply: a fake tree build-qemu declines).
 
-The history is cached (keyed by the Debian version and the recipe below); builds reuse the
+The history is cached (keyed by the Debian version and the recipe); builds reuse the
 private clone's build dir and ccache, so a re-run costs a few incremental builds. Needs the
 reference build (ci/build-qemu) for the Debian source tree. Marked slow: run with
 ``--run-slow``.
@@ -24,27 +22,17 @@ reference build (ci/build-qemu) for the Debian source tree. Marked slow: run wit
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import fcntl
-import hashlib
-import json
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ivflat.ci.bisect import load_steps, step_command
-from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
-from ivflat.ci.proc import UserError
-from ivflat.ci.workclone import WorkClone, debian_base_repo
+from ivflat.ci.bisect import load_steps
+from ivflat.ci.gitrepo import git_common_dir
+from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO as ROOT
-from ivflat.paths import cache_dir
 
 from .tools import (
     BISECT,
@@ -52,10 +40,12 @@ from .tools import (
     TOOL_TIMEOUT,
     VALIDATE,
     Events,
+    History,
     git,
     interrupt,
     no_leftovers,
     processes_mentioning,
+    repo_state,
     run_tool,
     scaled,
     started_tool,
@@ -63,118 +53,8 @@ from .tools import (
 
 SELECT = ["-k", "test_ivposition"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))]
-History = dict[str, Any]
-
-
-DEV = "hw/misc/ivshmem-flat.c"
-UNIMP = "hw/misc/unimp.c"
-DOC = "docs/system/devices/ivshmem-flat.rst"
-
-# (subject, file, old, new, role). Each commit touches one file, as real commits do.
-HISTORY: list[tuple[str, str, str, str, str]] = [
-    ("docs/ivshmem-flat: fix double space", DOC,
-     "an aarch64 VM  (using", "an aarch64 VM (using", "harmless"),
-    ("ivshmem-flat: clarify the vector-info comment", DEV,
-     "passed to the handler via the 'opaque' pointer.",
-     "passed to the handler via its 'opaque' pointer.", "harmless"),
-    ("ivshmem-flat: report IVPOSITION 1-based like the guest driver expects", DEV,
-     "ret = s->own.id;", "ret = s->own.id + 1;", "breaks"),
-    # 4th of 8: the midpoint, so the bisect's first step meets it and must skip it.
-    ("hw/misc/unimp: log the access size", UNIMP,
-     'qemu_log_mask(LOG_UNIMP, "%s: unimplemented device read  "',
-     'qemu_log_mask(LOG_UNIMP | unimp_size_log, "%s: unimplemented device read  "',
-     "unbuildable"),
-    ("hw/misc/unimp: fix build", UNIMP,
-     'qemu_log_mask(LOG_UNIMP | unimp_size_log, "%s: unimplemented device read  "',
-     'qemu_log_mask(LOG_UNIMP, "%s: unimplemented device read  "', "harmless"),
-    ("hw/misc/unimp: comment wording", UNIMP,
-     "This is a dummy device which accepts", "This is a stub device which accepts",
-     "harmless"),
-    ("ivshmem-flat: comment on the INTMASK read", DEV,
-     "ret = 0; /* Ignore read since all bits are reserved in rev 1. */\n        break;\n"
-     "    case INTSTATUS:",
-     "ret = 0; /* Reads as zero: all bits are reserved in rev 1. */\n        break;\n"
-     "    case INTSTATUS:", "harmless"),
-    ("docs/ivshmem-flat: wording", DOC,
-     "is meant to be used on machines", "is intended for machines", "harmless"),
-]
-RECIPE = hashlib.sha256(json.dumps(HISTORY).encode()).hexdigest()[:12]
-
-
-@contextlib.contextmanager
-def selftest_lock(cache: Path) -> Iterator[None]:
-    """One self-test at a time per cache, across xdist workers and concurrent runs: the tools
-    share one work clone per repository and refuse a second user at once (by design), and
-    the history is built in place. A blocking flock waits exactly until the holder is done;
-    the module's pytest timeout bounds it."""
-    path = cache / "selftest" / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="module")
-def history() -> History:
-    """The synthetic repository (a --shared clone of the Debian base repo plus HISTORY),
-    created once per Debian version and recipe; returns its path and commit ids."""
-    try:
-        base_repo = debian_base_repo()
-    except UserError as exc:
-        pytest.skip(str(exc))
-    cache = cache_dir()
-    with selftest_lock(cache):
-        return _make_history(base_repo, cache)
-
-
-@pytest.fixture(autouse=True)
-def _one_at_a_time(history: History) -> Iterator[None]:
-    with selftest_lock(cache_dir()):
-        yield
-
-
-def _make_history(base_repo: Path, cache: Path) -> History:
-    repo = cache / "selftest" / f"history-{base_repo.name}-{RECIPE}"
-    if not (repo / ".git" / "ivflat-ready").exists():
-        tmp = repo.with_name(repo.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "-q", "--shared", str(base_repo), str(tmp)],
-                       check=True)
-        env = dict(os.environ, **FIXED_ENV)
-        for subject, path, old, new, _role in HISTORY:
-            f = tmp / path
-            text = f.read_text()
-            assert text.count(old) == 1, f"recipe out of date for {path}: {old!r}"
-            f.write_text(text.replace(old, new))
-            subprocess.run(["git", "-C", str(tmp), "commit", "-q", "-a", "-m", subject],
-                           check=True, env=env)
-        (tmp / ".git" / "ivflat-ready").write_text(RECIPE + "\n")
-        shutil.rmtree(repo, ignore_errors=True)
-        tmp.rename(repo)
-    commits = git(repo, "rev-list", "--reverse", "HEAD").split()
-    base, rest = commits[0], commits[1:]
-    roles = {role: [c for c, h in zip(rest, HISTORY, strict=True) if h[4] == role]
-             for role in ("harmless", "breaks", "unbuildable")}
-    return {"repo": repo, "base": base, "tip": rest[-1], "breaks": roles["breaks"][0],
-            "unbuildable": roles["unbuildable"][0],
-            "work": WorkClone(git_common_dir(repo)).path}
-
-
-def repo_state(repo: Path) -> tuple[str, ...]:
-    """Everything a tool must leave as it found it in the user's repository: HEAD, the work
-    tree and index, worktrees, refs, the stash, the object count and .git's entries."""
-    gitdir = repo / ".git"
-    return (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"),
-            git(repo, "worktree", "list", "--porcelain"),
-            " ".join(sorted(p.name for p in gitdir.iterdir())),
-            git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
-            git(repo, "stash", "list"), git(repo, "count-objects", "-v"),
-            (gitdir / "index").read_bytes().hex())
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT))),
+              pytest.mark.usefixtures("one_at_a_time")]
 
 
 def test_bisect_names_the_breaking_commit(history: History) -> None:
@@ -326,72 +206,6 @@ def test_build_in_place_ctrl_c_restores_the_checkout(history: History, tmp_path:
             "build-qemu: interrupted; the checkout was restored", err
         assert git(wc.path, "status", "--porcelain", "--untracked-files=no") == ""
         assert git(wc.path, "rev-parse", "HEAD") == head
-
-
-def fake_qemu_repo(path: Path, env: dict[str, str]) -> Path:
-    """Just enough of a QEMU tree for the tools to accept it and for ci/build-qemu to
-    decline it at once (no hw/misc/ivshmem-flat.c: exit 125) -- nothing is ever built."""
-    for rel in ("configure", "hw/misc/meson.build", "hw/arm/meson.build"):
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(f"# {rel}\n")
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
-        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-    (path / "hw/misc/meson.build").write_text("# two\n")
-    subprocess.run(["git", "-C", str(path), "commit", "-q", "-a", "-m", "two"], check=True,
-                   env=env)
-    return path
-
-
-@pytest.mark.parametrize("flavour", ["sanitize", "coverage"])
-def test_flavour_reaches_build_qemu(tmp_path: Path, flavour: str) -> None:
-    """--sanitize/--coverage are handed to `ci/build-qemu --in-place` by both tools and by
-    the --step command `git bisect run` runs (seen in the step's build.log and steps.jsonl).
-    Cheap: a fake QEMU tree that build-qemu declines at once, a private cache (nothing lands
-    in the real one, no sanitizer build ever starts)."""
-    src = fake_qemu_repo(tmp_path / "qemu", dict(os.environ, **FIXED_ENV))
-    cache = tmp_path / "cache"
-    env = dict(os.environ, IVSHMEM_SUITE_CACHE=str(cache))
-
-    def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-        res = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                             text=True, timeout=scaled(300))
-        assert "Traceback" not in res.stderr, res.stderr
-        return res
-
-    def first_line(pattern: str) -> str:
-        (log,) = cache.glob(pattern)
-        return log.read_text().splitlines()[0]
-
-    res = run(str(BISECT), "HEAD~1", "HEAD", "--source", str(src), f"--{flavour}")
-    assert res.returncode == 2 and "BAD" in res.stderr and "cannot be tested" in res.stderr
-    assert f"({flavour} build)" in res.stderr, res.stderr
-    (run_dir,) = cache.glob("runs/bisect-*")
-    (rec,) = (json.loads(ln) for ln in (run_dir / "steps.jsonl").read_text().splitlines())
-    assert rec["flavour"] == flavour and "ivshmem-flat.c" in rec["reason"], rec
-    assert first_line("runs/bisect-*/steps/*/build.log").endswith(f"--in-place --{flavour}")
-
-    # the command `git bisect run` gets, and what it does in the step
-    step = step_command(tmp_path / "step-run", flavour, ["-k", "x"])
-    assert step[2:] == ["--step", "--run-dir", str(tmp_path / "step-run"), f"--{flavour}",
-                        "--", "-k", "x"]
-    res = run(*step[1:], cwd=src)
-    assert res.returncode == 125, res.stderr  # skip: no device in this tree
-    assert json.loads((tmp_path / "step-run" / "steps.jsonl").read_text())["flavour"] == flavour
-
-    series = tmp_path / "series.patch"
-    series.write_text(git(src, "format-patch", "-1", "--stdout", "HEAD"))
-    res = run(str(VALIDATE), str(series), "--source", str(src), "--base", "HEAD~1",
-              f"--{flavour}")
-    assert res.returncode == 3 and "base" in res.stderr, res.stderr  # cannot judge
-    assert f"({flavour} build)" in res.stderr, res.stderr
-    assert first_line("runs/validate-*/build-before.log").endswith(f"--in-place --{flavour}")
-
-    res = run(str(BISECT), "HEAD~1", "HEAD", "--source", str(src), "--sanitize",
-              "--coverage")
-    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
-    res = run(str(VALIDATE), str(series), "--sanitize", "--coverage")
-    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
 
 
 def plain_diff(repo: Path, commit: str, dest: Path) -> Path:

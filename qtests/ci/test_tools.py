@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import wiring
-from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
+from ivflat.ci.bisect import step_command
+from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import InternalError
 from ivflat.ci.qemubuild import user_source
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO, cache_dir
 
-from .tools import BISECT, BUILD_QEMU, VALIDATE, git, scaled
+from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git, scaled
 
 
 @pytest.fixture
@@ -34,26 +35,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private cache, for this process and the tools it starts."""
     path = tmp_path / "cache"
     monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(path))
-    return path
-
-
-def fake_qemu_repo(path: Path, device: bool = False) -> Path:
-    """Just enough of a QEMU tree for the tools to accept it and for ci/build-qemu to
-    decline it at once (exit 125: no hw/misc/ivshmem-flat.c, or with *device* one no wiring
-    variant applies to) -- nothing is ever built. Two commits."""
-    env = dict(os.environ, **FIXED_ENV)
-    files = ["configure", "hw/misc/meson.build", "hw/arm/meson.build"]
-    if device:
-        files.append(wiring.DEVICE)
-    for rel in files:
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(f"# {rel}\n")
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
-        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-    (path / "hw/misc/meson.build").write_text("# two\n")
-    subprocess.run(["git", "-C", str(path), "commit", "-q", "-a", "-m", "two"], check=True,
-                   env=env)
     return path
 
 
@@ -241,3 +222,54 @@ def test_build_qemu_skips_a_tree_no_variant_fits(cache: Path, tmp_path: Path) ->
     assert res.returncode == 125, res.stderr
     assert wiring.NOT_APPLY in res.stderr and "10.0.patch" in res.stderr, res.stderr
     assert git(src, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("flavour", ["sanitize", "coverage"])
+def test_flavour_reaches_build_qemu(tmp_path: Path, flavour: str) -> None:
+    """--sanitize/--coverage are handed to `ci/build-qemu --in-place` by both tools and by
+    the --step command `git bisect run` runs (seen in the step's build.log and steps.jsonl).
+    Cheap: a fake QEMU tree that build-qemu declines at once, a private cache (nothing lands
+    in the real one, no sanitizer build ever starts)."""
+    src = fake_qemu_repo(tmp_path / "qemu")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, IVSHMEM_SUITE_CACHE=str(cache))
+
+    def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                             text=True, timeout=scaled(300))
+        assert "Traceback" not in res.stderr, res.stderr
+        return res
+
+    def first_line(pattern: str) -> str:
+        (log,) = cache.glob(pattern)
+        return log.read_text().splitlines()[0]
+
+    res = run(str(BISECT), "HEAD~1", "HEAD", "--source", str(src), f"--{flavour}")
+    assert res.returncode == 2 and "BAD" in res.stderr and "cannot be tested" in res.stderr
+    assert f"({flavour} build)" in res.stderr, res.stderr
+    (run_dir,) = cache.glob("runs/bisect-*")
+    (rec,) = (json.loads(ln) for ln in (run_dir / "steps.jsonl").read_text().splitlines())
+    assert rec["flavour"] == flavour and "ivshmem-flat.c" in rec["reason"], rec
+    assert first_line("runs/bisect-*/steps/*/build.log").endswith(f"--in-place --{flavour}")
+
+    # the command `git bisect run` gets, and what it does in the step
+    step = step_command(tmp_path / "step-run", flavour, ["-k", "x"])
+    assert step[2:] == ["--step", "--run-dir", str(tmp_path / "step-run"), f"--{flavour}",
+                        "--", "-k", "x"]
+    res = run(*step[1:], cwd=src)
+    assert res.returncode == 125, res.stderr  # skip: no device in this tree
+    assert json.loads((tmp_path / "step-run" / "steps.jsonl").read_text())["flavour"] == flavour
+
+    series = tmp_path / "series.patch"
+    series.write_text(git(src, "format-patch", "-1", "--stdout", "HEAD"))
+    res = run(str(VALIDATE), str(series), "--source", str(src), "--base", "HEAD~1",
+              f"--{flavour}")
+    assert res.returncode == 3 and "base" in res.stderr, res.stderr  # cannot judge
+    assert f"({flavour} build)" in res.stderr, res.stderr
+    assert first_line("runs/validate-*/build-before.log").endswith(f"--in-place --{flavour}")
+
+    res = run(str(BISECT), "HEAD~1", "HEAD", "--source", str(src), "--sanitize",
+              "--coverage")
+    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
+    res = run(str(VALIDATE), str(series), "--sanitize", "--coverage")
+    assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr

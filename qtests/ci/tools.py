@@ -19,9 +19,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.proc import STOP_GRACE, timeout_scale
 from ivflat.paths import REPO
 
@@ -31,6 +33,7 @@ BUILD_QEMU = REPO / "ci" / "build-qemu"
 SOAK = REPO / "ci" / "soak"
 GATE = Path(__file__).resolve().with_name("compile_gate.py")
 MARKER_VAR = "IVF_CI_SELFTEST_MARKER"
+History = dict[str, Any]  # the synthetic history: repo, commit ids, work clone path
 TOOL_TIMEOUT = 3000.0  # a whole bisect on a loaded machine (x scale)
 EVENT_TIMEOUT = 900.0  # until a progress event of a tool (x scale)
 
@@ -42,6 +45,41 @@ def scaled(seconds: float) -> float:
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
                           text=True).stdout.strip()
+
+
+def repo_state(repo: Path) -> tuple[str, ...]:
+    """Everything a tool must leave as it found it in the user's repository: HEAD, the work
+    tree and index, worktrees, refs, the stash, the object count and .git's entries."""
+    gitdir = repo / ".git"
+    return (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"),
+            git(repo, "worktree", "list", "--porcelain"),
+            " ".join(sorted(p.name for p in gitdir.iterdir())),
+            git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+            git(repo, "stash", "list"),
+            # objects (loose and packed); not "garbage": a concurrent reader's temp file
+            "\n".join(ln for ln in git(repo, "count-objects", "-v").splitlines()
+                      if not ln.startswith(("garbage", "size-garbage"))),
+            (gitdir / "index").read_bytes().hex())
+
+
+def fake_qemu_repo(path: Path, device: bool = False) -> Path:
+    """Just enough of a QEMU tree for the tools to accept it and for ci/build-qemu to
+    decline it at once (exit 125: no hw/misc/ivshmem-flat.c, or with *device* one no wiring
+    variant applies to) -- nothing is ever built. Two commits."""
+    env = dict(os.environ, **FIXED_ENV)
+    files = ["configure", "hw/misc/meson.build", "hw/arm/meson.build"]
+    if device:
+        files.append("hw/misc/ivshmem-flat.c")
+    for rel in files:
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(f"# {rel}\n")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    (path / "hw/misc/meson.build").write_text("# two\n")
+    subprocess.run(["git", "-C", str(path), "commit", "-q", "-a", "-m", "two"], check=True,
+                   env=env)
+    return path
 
 
 def marked_pids(marker: str) -> list[int]:
