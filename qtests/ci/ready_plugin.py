@@ -3,7 +3,7 @@
 The Ctrl-C self-test needs to interrupt ci/bisect while a bisect step's pytest has QEMU
 running, and must not guess when that is. Given with ``-p qtests.ci.ready_plugin`` in the
 PYTEST-ARGS, this plugin sends one datagram per test to the UNIX socket named in
-``$IVF_CI_READY_SOCKET``: ``<pid of the process that started pytest> <test id>``. Without the
+``$IVF_CI_READY_SOCKET``: ``test <pid of the process that started pytest> <test id>``. Without the
 variable, with nobody listening or with the listener's queue full (it only reads while it
 waits for this event) it does nothing: never blocks, never fails a test.
 """
@@ -22,4 +22,4 @@ def pytest_runtest_call(item) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
             contextlib.suppress(OSError):
         sock.setblocking(False)
-        sock.sendto(f"{os.getppid()} {item.nodeid}".encode(), path)
+        sock.sendto(f"test {os.getppid()} {item.nodeid}".encode(), path)

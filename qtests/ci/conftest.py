@@ -1,0 +1,127 @@
+"""The ci/ self-tests' synthetic QEMU history (slow tests) and their lock.
+
+The history is built on Debian's QEMU source as a git repository -- harmless commits, one
+commit that breaks IVPOSITION the way a developer plausibly would, a commit that does not
+build (and its fix), more harmless commits -- cached under ``<cache>/selftest/``, keyed by
+the Debian version and the recipe below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
+from ivflat.ci.proc import UserError
+from ivflat.ci.workclone import WorkClone, debian_base_repo
+from ivflat.paths import cache_dir
+
+from .tools import History, git
+
+DEV = "hw/misc/ivshmem-flat.c"
+UNIMP = "hw/misc/unimp.c"
+DOC = "docs/system/devices/ivshmem-flat.rst"
+
+# (subject, file, old, new, role). Each commit touches one file, as real commits do.
+HISTORY: list[tuple[str, str, str, str, str]] = [
+    ("docs/ivshmem-flat: fix double space", DOC,
+     "an aarch64 VM  (using", "an aarch64 VM (using", "harmless"),
+    ("ivshmem-flat: clarify the vector-info comment", DEV,
+     "passed to the handler via the 'opaque' pointer.",
+     "passed to the handler via its 'opaque' pointer.", "harmless"),
+    ("ivshmem-flat: report IVPOSITION 1-based like the guest driver expects", DEV,
+     "ret = s->own.id;", "ret = s->own.id + 1;", "breaks"),
+    # 4th of 8: the midpoint, so the bisect's first step meets it and must skip it.
+    ("hw/misc/unimp: log the access size", UNIMP,
+     'qemu_log_mask(LOG_UNIMP, "%s: unimplemented device read  "',
+     'qemu_log_mask(LOG_UNIMP | unimp_size_log, "%s: unimplemented device read  "',
+     "unbuildable"),
+    ("hw/misc/unimp: fix build", UNIMP,
+     'qemu_log_mask(LOG_UNIMP | unimp_size_log, "%s: unimplemented device read  "',
+     'qemu_log_mask(LOG_UNIMP, "%s: unimplemented device read  "', "harmless"),
+    ("hw/misc/unimp: comment wording", UNIMP,
+     "This is a dummy device which accepts", "This is a stub device which accepts",
+     "harmless"),
+    ("ivshmem-flat: comment on the INTMASK read", DEV,
+     "ret = 0; /* Ignore read since all bits are reserved in rev 1. */\n        break;\n"
+     "    case INTSTATUS:",
+     "ret = 0; /* Reads as zero: all bits are reserved in rev 1. */\n        break;\n"
+     "    case INTSTATUS:", "harmless"),
+    ("docs/ivshmem-flat: wording", DOC,
+     "is meant to be used on machines", "is intended for machines", "harmless"),
+]
+RECIPE = hashlib.sha256(json.dumps(HISTORY).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def selftest_lock(cache: Path) -> Iterator[None]:
+    """One self-test at a time per cache, across xdist workers and concurrent runs: the tools
+    share one work clone per repository and refuse a second user at once (by design), and
+    the history is built in place. A blocking flock waits exactly until the holder is done;
+    the module's pytest timeout bounds it."""
+    path = cache / "selftest" / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    """The synthetic repository (a --shared clone of the Debian base repo plus HISTORY),
+    created once per Debian version and recipe; returns its path and commit ids."""
+    try:
+        base_repo = debian_base_repo()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    cache = cache_dir()
+    with selftest_lock(cache):
+        return _make_history(base_repo, cache)
+
+
+@pytest.fixture
+def one_at_a_time(history: History) -> Iterator[None]:
+    with selftest_lock(cache_dir()):
+        yield
+
+
+def _make_history(base_repo: Path, cache: Path) -> History:
+    repo = cache / "selftest" / f"history-{base_repo.name}-{RECIPE}"
+    if not (repo / ".git" / "ivflat-ready").exists():
+        tmp = repo.with_name(repo.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--shared", str(base_repo), str(tmp)],
+                       check=True)
+        env = dict(os.environ, **FIXED_ENV)
+        for subject, path, old, new, _role in HISTORY:
+            f = tmp / path
+            text = f.read_text()
+            assert text.count(old) == 1, f"recipe out of date for {path}: {old!r}"
+            f.write_text(text.replace(old, new))
+            subprocess.run(["git", "-C", str(tmp), "commit", "-q", "-a", "-m", subject],
+                           check=True, env=env)
+        (tmp / ".git" / "ivflat-ready").write_text(RECIPE + "\n")
+        shutil.rmtree(repo, ignore_errors=True)
+        tmp.rename(repo)
+    commits = git(repo, "rev-list", "--reverse", "HEAD").split()
+    base, rest = commits[0], commits[1:]
+    roles = {role: [c for c, h in zip(rest, HISTORY, strict=True) if h[4] == role]
+             for role in ("harmless", "breaks", "unbuildable")}
+    return {"repo": repo, "base": base, "tip": rest[-1], "breaks": roles["breaks"][0],
+            "unbuildable": roles["unbuildable"][0],
+            "work": WorkClone(git_common_dir(repo)).path}
+
+

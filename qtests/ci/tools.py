@@ -1,0 +1,224 @@
+"""Helpers of the ci/ self-tests: start a tool, wait for its events, Ctrl-C it, and check
+that nothing it started is left (found through /proc: procps may not be installed).
+
+Every wait is bounded and scaled by ``$IVSHMEM_TIMEOUT_SCALE``, as the tools' own waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivflat.ci.gitrepo import FIXED_ENV
+from ivflat.ci.proc import STOP_GRACE, timeout_scale
+from ivflat.paths import REPO
+
+BISECT = REPO / "ci" / "bisect"
+VALIDATE = REPO / "ci" / "validate-patch"
+BUILD_QEMU = REPO / "ci" / "build-qemu"
+SOAK = REPO / "ci" / "soak"
+GATE = Path(__file__).resolve().with_name("compile_gate.py")
+MARKER_VAR = "IVF_CI_SELFTEST_MARKER"
+History = dict[str, Any]  # the synthetic history: repo, commit ids, work clone path
+TOOL_TIMEOUT = 3000.0  # a whole bisect on a loaded machine (x scale)
+EVENT_TIMEOUT = 900.0  # until a progress event of a tool (x scale)
+
+
+def scaled(seconds: float) -> float:
+    return seconds * timeout_scale()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def repo_state(repo: Path) -> tuple[str, ...]:
+    """Everything a tool must leave as it found it in the user's repository: HEAD, the work
+    tree and index, worktrees, refs, the stash, the object count and .git's entries."""
+    gitdir = repo / ".git"
+    return (git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"),
+            git(repo, "worktree", "list", "--porcelain"),
+            " ".join(sorted(p.name for p in gitdir.iterdir())),
+            git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+            git(repo, "stash", "list"),
+            # objects (loose and packed); not "garbage": a concurrent reader's temp file
+            "\n".join(ln for ln in git(repo, "count-objects", "-v").splitlines()
+                      if not ln.startswith(("garbage", "size-garbage"))),
+            (gitdir / "index").read_bytes().hex())
+
+
+def fake_qemu_repo(path: Path, device: bool = False) -> Path:
+    """Just enough of a QEMU tree for the tools to accept it and for ci/build-qemu to
+    decline it at once (exit 125: no hw/misc/ivshmem-flat.c, or with *device* one no wiring
+    variant applies to) -- nothing is ever built. Two commits."""
+    env = dict(os.environ, **FIXED_ENV)
+    files = ["configure", "hw/misc/meson.build", "hw/arm/meson.build"]
+    if device:
+        files.append("hw/misc/ivshmem-flat.c")
+    for rel in files:
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(f"# {rel}\n")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    (path / "hw/misc/meson.build").write_text("# two\n")
+    subprocess.run(["git", "-C", str(path), "commit", "-q", "-a", "-m", "two"], check=True,
+                   env=env)
+    return path
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes whose environment carries *marker*: everything a tool started, however
+    deep, whatever session it moved to (QEMU runs in its own); found through /proc."""
+    pids = []
+    needle = f"{MARKER_VAR}={marker}".encode()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+    return pids
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines (from /proc) that contain *text*, e.g. a work clone's path."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+                if text in args:
+                    found.append(f"{d.name}: {args}")
+    return found
+
+
+@dataclass
+class Tool:
+    proc: subprocess.Popen[bytes]
+    marker: str
+
+
+@contextlib.contextmanager
+def started_tool(cmd: list[str], env: dict[str, str] | None = None,
+                 cwd: Path = REPO) -> Iterator[Tool]:
+    """Start a tool with an environment marker (and in its own session, as a shell would).
+    Whatever happens in the test, the tool and then every process carrying the marker are
+    SIGKILLed (the tools run their children in sessions of their own, the harness runs
+    QEMU in one: a process group kill would miss them), and the tool is reaped."""
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, **(env or {}), **{MARKER_VAR: marker}))
+    try:
+        yield Tool(proc, marker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for _ in range(100):  # each pass kills all it finds; killed processes fork no more
+            left = marked_pids(marker)
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def run_tool(cmd: list[str], env: dict[str, str] | None = None,
+             cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run a tool to completion (bounded); on timeout or any failure it is killed with
+    everything it started."""
+    limit = scaled(TOOL_TIMEOUT)
+    with started_tool(cmd, env, cwd) as tool:
+        try:
+            out, err = tool.proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{cmd[1]} still running after {limit:.0f}s")
+    text = err.decode(errors="replace")
+    sys.stderr.write(text)  # shown by pytest on failure: the tools' progress lines
+    return subprocess.CompletedProcess(cmd, tool.proc.returncode,
+                                       out.decode(errors="replace"), text)
+
+
+class Events:
+    """What a running tool says: its stderr, and datagrams on a UNIX socket from
+    qtests/ci/ready_plugin.py ("test <ppid> <nodeid>": a test body runs, its QEMU up) and
+    qtests/ci/compile_gate.py ("compile <ppid> <file>": a compile is held)."""
+
+    def __init__(self, sock_path: Path) -> None:
+        self.path = sock_path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(sock_path))
+        self.stderr = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def env(self, gate: Path | None = None) -> dict[str, str]:
+        """For the tool: where to announce; with *gate*, compiles go through
+        compile_gate.py (held while the file *gate* exists) and miss ccache."""
+        env = {"IVF_CI_READY_SOCKET": str(self.path)}
+        if gate is not None:
+            env.update(CCACHE_PREFIX=str(GATE), CCACHE_RECACHE="1", IVF_CI_GATE=str(gate))
+        return env
+
+    def wait(self, tool: Tool, pattern: str | None = None, kind: str | None = None,
+             not_from: int | None = None) -> str:
+        """A bounded, event-driven wait (select, no polling) until *pattern* (a regex)
+        matches the stderr read so far, or a datagram of *kind* arrives (with *not_from*:
+        one not sent by a child of that pid, e.g. from a `git bisect run` step's pytest
+        rather than one the tool started itself). Returns the stderr read."""
+        proc = tool.proc
+        assert proc.stderr is not None
+        fd = proc.stderr.fileno()
+        limit = scaled(EVENT_TIMEOUT)
+        deadline = time.monotonic() + limit
+        while True:
+            text = self.stderr.decode(errors="replace")
+            if pattern and re.search(pattern, text, re.S | re.M):
+                return text
+            left = deadline - time.monotonic()
+            assert left > 0, f"awaited {pattern or kind} for {limit:.0f}s; the tool said:\n{text}"
+            readable = select.select([fd, self.sock], [], [], left)[0]
+            if fd in readable:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"the tool exited before {pattern or kind}:\n{text}"
+                self.stderr += chunk
+            if self.sock in readable:
+                what, ppid, _ = (self.sock.recv(4096).decode() + "  ").split(" ", 2)
+                if kind and what == kind and (not_from is None or int(ppid) != not_from):
+                    return text
+
+
+def interrupt(tool: Tool) -> tuple[int, str, str]:
+    """Ctrl-C as a terminal sends it (SIGINT to the foreground process group, i.e. the
+    tool's); returns the exit status and the rest of stdout/stderr. Bounded by the tools'
+    own grace period (they SIGKILL what did not stop in it, and say so)."""
+    os.killpg(tool.proc.pid, signal.SIGINT)
+    limit = scaled(STOP_GRACE + 60)
+    try:
+        out, err = tool.proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {limit:.0f}s after SIGINT")
+    return tool.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def no_leftovers(tool: Tool, work: Path) -> None:
+    assert marked_pids(tool.marker) == []
+    assert processes_mentioning(str(work)) == []
