@@ -12,6 +12,7 @@ import pytest
 
 from ivflat import board
 from ivflat.device import IvshmemFlat
+from ivflat.known_bugs import known_bug
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -84,13 +85,10 @@ def test_guest_rings_exactly_that_host_vector(peer_and_guest, vector):
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
 
 
-@pytest.mark.parametrize("vector", range(VECTORS))
-def test_host_ringing_guest_vector_pulses_irq(peer_and_guest, vector, request):
+@pytest.mark.parametrize("vector", [
+    pytest.param(v, marks=known_bug("own-vector-opaque") if v else ()) for v in range(VECTORS)])
+def test_host_ringing_guest_vector_pulses_irq(peer_and_guest, vector):
     """A peer ringing any vector the guest owns gives one pulse on the guest's line."""
-    if vector > 0:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "device bug: own-vector fd handlers all get &vector[0] as opaque, so vector>0 "
-            "never pulses and its eventfd stays readable (main loop spins)")))
     peer, dev = peer_and_guest
     mark = dev.mark()
     peer.ring(dev.ivposition, vector)
@@ -140,18 +138,15 @@ def test_doorbell_to_unknown_peer_is_ignored(peer_and_guest):
     assert dev.pulses_since(mark) == 1
 
 
-@pytest.mark.parametrize("target", ["self", "peer"])
-def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target, qemu_caps, request):
+@pytest.mark.parametrize("target", [
+    "self", pytest.param("peer", marks=known_bug("doorbell-vector-unchecked"))])
+def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target):
     """Vector 64 is one past IVSHMEM_MAX_VECTOR_NUM. The device does not bounds-check it
     (vector[64] reads the peer's vector_counter/id as a notifier; on 10.0.x the padding that
     lands in `initialized` is zero, so nothing is written): nobody may be notified and QEMU
     must survive. Under ASan the read past the last element of the heap-allocated peers
     array is a heap-buffer-overflow (the device bug); the guest's own entry sits inside the
     device state, where ASan sees nothing."""
-    if qemu_caps.asan and target == "peer":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="device bug: DOORBELL vector 64 reads past the peers array "
-            "(ASan heap-buffer-overflow in ivshmem_flat_interrupt_peer)"))
     peer, dev = peer_and_guest
     target_id = dev.ivposition if target == "self" else peer.id
     mark = dev.mark()
@@ -162,8 +157,7 @@ def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target, qemu_caps, r
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="device bug: DOORBELL vector is not bounds-checked; "
-                   "vector 0xffff reads a notifier ~1 MiB past the device state (ASan sees it)")
+@known_bug("doorbell-vector-unchecked")
 def test_doorbell_vector_far_out_of_range_is_safe(guest, qemu_caps):
     """Judged only under AddressSanitizer (ci/build-qemu --sanitize): without it the wild
     read's outcome depends on heap layout, so the test skips."""

@@ -15,6 +15,7 @@ import pytest
 
 from ivflat import board
 from ivflat.device import IvshmemFlat
+from ivflat.known_bugs import known_bug
 from ivflat.server import Fault
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -54,8 +55,7 @@ def test_bad_shm_fd_is_a_clean_error(make_server, launch_vm, fault, needle):
     _fails_with(launch_vm(server, wait_ready=False), needle)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="device bug: the protocol version in the greeting is never checked")
+@known_bug("version-unchecked", raises=AssertionError)
 def test_wrong_protocol_version_is_refused(make_server, launch_vm):
     """ivshmem-spec: version 0. ivshmem-pci refuses others; ivshmem-flat should too."""
     from ivflat.qtest import QTestDisconnected
@@ -71,9 +71,7 @@ def test_wrong_protocol_version_is_refused(make_server, launch_vm):
     assert vm.wait_exit() == 1 and "version" in vm.stderr()
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError,
-                   reason="device bug: EOF mid-greeting makes ivshmem_flat_recv_msg spin "
-                   "forever (qemu_chr_fe_read_all returns 0), QEMU hangs in realize")
+@known_bug("eof-mid-greeting", raises=TimeoutError)
 def test_server_closing_mid_greeting_is_a_clean_error(make_server, launch_vm):
     server = make_server(kind="python", fault=Fault.CLOSE_MID_GREETING)
     vm = launch_vm(server, wait_ready=False)
@@ -105,9 +103,7 @@ def test_disconnect_for_unknown_id_is_harmless(make_server, launch_vm):
     vm.wait_vectors(dev.ivposition, 1)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="device bug: a disconnect naming the guest's own id removes "
-                   "s->own from the peer list it is not on and g_free()s it: QEMU crashes")
+@known_bug("disconnect-own-id", raises=AssertionError)
 def test_disconnect_for_own_id_is_survived(make_server, launch_vm):
     """The bad disconnect arrives right after the greeting, so QEMU may die before it even
     answers qtest: the id is fixed and the outcome judged on the process, not on qtest."""

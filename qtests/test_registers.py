@@ -9,6 +9,7 @@ import pytest
 
 from ivflat import board
 from ivflat.device import IvshmemFlat
+from ivflat.known_bugs import known_bug
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -78,9 +79,7 @@ def test_narrow_reads_at_register_base(make_server, launch_vm):
     assert vm.readw(base) == 0x1234
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "device bug: impl.min_access_size=4 with no .valid limits, so the memory core hands "
-    "the device offset 9/10 (widened) and it answers 0 for an 'invalid' register"))
+@known_bug("narrow-read-inside-register", raises=AssertionError)
 def test_narrow_reads_inside_a_register(make_server, launch_vm):
     """A CPU reading byte 1 or halfword 1 of IVPOSITION gets the id's upper lanes (or the
     access is refused): never a silent 0."""
@@ -99,9 +98,7 @@ def test_halfword_write_to_doorbell_low_half_rings(dev):
     assert rings and rings[-1].ints[:2] == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "device bug: an unaligned word write at DOORBELL-1 is split into byte writes, and the "
-    "one landing on DOORBELL is widened to a 32-bit write of a single byte: it rings"))
+@known_bug("unaligned-doorbell-write", raises=AssertionError)
 def test_unaligned_word_write_does_not_ring(dev):
     """A misaligned 32-bit write straddling DOORBELL must not ring anybody with a torn
     value (here it would ring peer 0 vector 0x12 or 0)."""

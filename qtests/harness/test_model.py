@@ -1,0 +1,172 @@
+"""The reference model on its own (no QEMU): each rule of the device it encodes, as it is
+(known bugs switched on) and as it should be (switched off).
+
+Why: the fuzzer trusts the model; a wrong model either hides device bugs or floods a
+campaign with false alarms. Each fact here is also shown on a real QEMU by a catalogue
+test (named in the docstring), so model and device are pinned from both sides.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ivflat import board, known_bugs
+from ivflat.model import AS_IS, FIXED, Greeting, Model, Undefined, pieces
+
+ID = 0x1234
+
+
+def model(bugs=AS_IS, **kw) -> Model:
+    m = Model(bugs=bugs, own_id=ID, **kw)
+    m.message(ID, fd=True)  # one own vector, as the server's greeting gives
+    return m
+
+
+def test_bug_switches_are_the_registry():
+    assert {b.id for b in known_bugs.BUGS} == AS_IS and not FIXED
+
+
+@pytest.mark.parametrize("offset,size,expected", [
+    (0x8, 4, [(0x8, 4)]),
+    (0x9, 1, [(0x9, 1)]),
+    (0xB, 4, [(0xB, 1), (0xC, 2), (0xE, 1)]),  # test_unaligned_word_write_does_not_ring
+    (0x8, 8, [(0x8, 4), (0xC, 4)]),
+    (0xE, 4, [(0xE, 2), (0x10, 2)]),  # the tail is the board's background region
+    (-2, 4, [(-2, 2), (0, 2)]),
+])
+def test_memory_core_splitting(offset, size, expected):
+    assert pieces(offset, size) == expected
+
+
+def test_registers_read_as_documented():
+    """test_reserved_registers_read_zero_and_ignore_writes, test_doorbell_reads_zero,
+    test_narrow_reads_at_register_base."""
+    m = model()
+    assert [m.read(r, 4) for r in (0, 4, 8, 12)] == [0, 0, ID, 0]
+    assert m.read(board.IVPOSITION, 1) == 0x34 and m.read(board.IVPOSITION, 2) == ID
+    assert m.read(board.REG_BLOCK_SIZE, 4) == 0 and m.read(-4, 4) == 0
+    assert m.read(board.IVPOSITION, 8) == ID  # DOORBELL's half reads 0
+
+
+def test_narrow_read_inside_register_as_is_and_fixed():
+    """test_narrow_reads_inside_a_register."""
+    as_is, fixed = model(), model(FIXED)
+    assert as_is.read(board.IVPOSITION + 1, 1) == 0
+    assert fixed.read(board.IVPOSITION + 1, 1) == 0x12
+    assert fixed.read(board.IVPOSITION + 2, 2) == 0
+    assert fixed.read(board.IVPOSITION - 1, 4) == 0x123400  # lanes across registers
+    assert "narrow-read-inside-register" in fixed.diverged and not as_is.diverged
+    assert model().read(board.IVPOSITION, 4) == ID and not model().diverged
+
+
+def test_doorbell_rings_exactly_one_eventfd():
+    """test_guest_rings_exactly_that_host_vector, test_doorbell_halves_are_not_swapped."""
+    m = model()
+    for _ in range(4):
+        m.message(7, fd=True)
+    m.write(board.DOORBELL, 4, board.doorbell_value(7, 2))
+    assert m.take_fired() == {(7, 2): 1} and m.take_fired() == {}
+    m.write(board.DOORBELL, 4, board.doorbell_value(2, 7))  # unknown peer: nothing
+    m.write(board.DOORBELL, 4, board.doorbell_value(7, 4))  # vector the peer lacks
+    assert m.take_fired() == {} and m.pulses == 0
+
+
+def test_halfword_and_byte_writes_at_doorbell_ring_peer_zero():
+    """test_halfword_write_to_doorbell_low_half_rings."""
+    m = Model(own_id=5)
+    m.message(0, fd=True)
+    m.write(board.DOORBELL, 2, 0)
+    m.write(board.DOORBELL, 1, 0)
+    m.write(board.DOORBELL + 2, 2, 0)  # the upper half is no register: nothing
+    assert m.take_fired() == {(0, 0): 2}
+
+
+def test_unaligned_write_rings_a_torn_value_as_is_only():
+    """test_unaligned_word_write_does_not_ring: peer 0 vector 0x12."""
+    for bugs, expected in ((AS_IS, {(0, 0x12): 1}), (FIXED, {})):
+        m = Model(bugs=bugs, own_id=5)
+        for _ in range(0x13):
+            m.message(0, fd=True)
+        m.write(board.DOORBELL - 1, 4, 0x00001200)
+        assert m.take_fired() == expected
+        assert ("unaligned-doorbell-write" in m.diverged) == (bugs == FIXED)
+
+
+def test_self_ring_pulses_once_per_ring():
+    """test_doorbell_to_self_gives_exactly_one_pulse, test_repeated_rings_are_not_lost."""
+    m = model()
+    for n in range(1, 4):
+        m.doorbell(board.doorbell_value(ID, 0))
+        assert m.pulses == n
+    assert not m.spinning
+
+
+def test_own_vector_above_zero_as_is_and_fixed():
+    """test_host_ringing_guest_vector_pulses_irq[1..3]: as is, no pulse and a stuck eventfd
+    (the main loop spins) until vector 0 is rung, which gives one pulse."""
+    as_is, fixed = model(), model(FIXED)
+    for m in (as_is, fixed):
+        m.message(ID, fd=True)
+        m.notify_own(1)
+    assert (as_is.pulses, as_is.spinning) == (0, True)
+    assert (fixed.pulses, fixed.spinning) == (1, False)
+    as_is.notify_own(0)
+    assert as_is.pulses == 1
+
+
+def test_out_of_range_vectors():
+    """test_doorbell_vector_64_notifies_nobody, test_doorbell_vector_far_out_of_range_is_safe:
+    undefined as is for a known peer or the own id, nothing for an unknown id or fixed."""
+    m, fixed = model(), model(FIXED)
+    for mm in (m, fixed):
+        mm.message(3, fd=True)
+    for target in (ID, 3):
+        for vector in (64, 0xFFFF):
+            with pytest.raises(Undefined, match="doorbell-vector-unchecked"):
+                m.doorbell(board.doorbell_value(target, vector))
+            fixed.doorbell(board.doorbell_value(target, vector))
+    m.doorbell(board.doorbell_value(0x4242, 0xFFFF))
+    assert (m.take_fired(), fixed.take_fired(), fixed.pulses) == ({}, {}, 0)
+
+
+def test_messages_add_and_remove_peers_and_fds():
+    """test_more_than_64_vectors_are_dropped, test_disconnect_for_unknown_id_is_harmless."""
+    m = model()
+    base = m.held_fds()
+    for _ in range(70):
+        m.message(9, fd=True)
+    assert m.peers[9] == board.MAX_VECTORS and m.held_fds() == base + 64
+    m.message(0x4242, fd=False)  # unknown id: nothing
+    m.message(9, fd=False)
+    assert m.peers == {} and m.held_fds() == base
+    m.message(ID | 0x70000, fd=True)  # the device keeps the low 16 bits
+    assert m.own_vectors == 2
+    m.disconnect()
+    assert m.held_fds() == base  # the socket went, the new own vector stays
+
+
+def test_disconnect_for_own_id():
+    """test_disconnect_for_own_id_is_survived: undefined (crash) as is, ignored fixed."""
+    with pytest.raises(Undefined, match="disconnect-own-id"):
+        model().message(ID, fd=False)
+    fixed = model(FIXED)
+    fixed.message(ID, fd=False)
+    assert fixed.own_vectors == 1 and fixed.alive
+
+
+def test_greetings():
+    """test_wrong_protocol_version_is_refused, test_server_closing_mid_greeting_...."""
+    assert model().greeting_outcome(Greeting()) == "ok"
+    assert model().greeting_outcome(Greeting(version=1)) == "ok"
+    assert model(FIXED).greeting_outcome(Greeting(version=1)) == "error"
+    with pytest.raises(Undefined, match="eof-mid-greeting"):
+        model().greeting_outcome(Greeting(close_mid=True))
+    assert model(FIXED).greeting_outcome(Greeting(close_mid=True)) == "error"
+
+
+def test_reset_keeps_everything():
+    m = model()
+    m.message(3, fd=True)
+    before = (m.own_vectors, dict(m.peers), m.held_fds())
+    m.reset()
+    assert (m.own_vectors, m.peers, m.held_fds()) == before
