@@ -15,7 +15,7 @@ import pytest
 
 from ivflat import board
 from ivflat.device import IvshmemFlat
-from ivflat.server import Fault
+from ivflat.faults import Fault
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
