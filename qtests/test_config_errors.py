@@ -81,7 +81,7 @@ def test_region_wrapping_the_address_space(ivshmem_server, launch_vm, what):
 
 
 def test_server_sends_no_shm_fd(make_server, launch_vm):
-    from ivflat.server import Fault
+    from ivflat.faults import Fault
 
     server = make_server(kind="python", fault=Fault.NO_SHM_FD)
     vm = launch_vm(server, wait_ready=False)

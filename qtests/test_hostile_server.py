@@ -15,8 +15,8 @@ import pytest
 
 from ivflat import board
 from ivflat.device import IvshmemFlat
+from ivflat.faults import Fault
 from ivflat.known_bugs import known_bug
-from ivflat.server import Fault
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -130,3 +130,84 @@ exec "{REFERENCE}" "$@"
     assert not probe(wrapper).qtest_accel
     flag.unlink()
     assert probe(wrapper).qtest_accel
+
+
+_PROBE_CHILD = """
+import json, os, sys
+from dataclasses import asdict
+from pathlib import Path
+import ivflat.probe
+
+binary, start_gate, store_gate = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+store = ivflat.probe._store
+
+def store_together(*args):  # the real store, entered by all children at once
+    print("probed", flush=True)
+    os.read(store_gate, 1)
+    store(*args)
+
+ivflat.probe._store = store_together
+print("ready", flush=True)
+os.read(start_gate, 1)  # barrier: EOF for all once the parent closes its end
+print(json.dumps(asdict(ivflat.probe.probe(binary))))
+"""
+
+
+def _release(procs: list[subprocess.Popen[str]], line: str, gate: int,
+             fds: set[int]) -> None:
+    """Once every child has printed *line* (it then waits on *gate*), close *gate* (the
+    write end, one of *fds*): all of them go on at once."""
+    for p in procs:
+        assert p.stdout is not None
+        got = p.stdout.readline()
+        assert got == line, (got, p.communicate(timeout=timeouts.scaled()))
+    fds.remove(gate)
+    os.close(gate)
+
+
+@_needs_reference
+def test_concurrent_probes_share_one_valid_cache(private_cache, tmp_path):
+    """Processes probing at once with an empty cache (xdist workers at start-up), two of
+    them per binary and three binaries, all storing their answer at the same moment: every
+    process gets its binary's answer, and the cache is valid JSON with exactly one entry
+    per binary (the lock keeps one writer's read-modify-write from dropping another's
+    entry) and no temporary file left."""
+    wrappers = [tmp_path / f"qemu-{i}" for i in range(2)]  # other binaries (cache keys)
+    for w in wrappers:
+        w.write_text(f'#!/bin/sh\nexec "{REFERENCE}" "$@"\n')
+        w.chmod(0o755)
+    binaries = [b for b in (REFERENCE, *wrappers) for _ in range(2)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "fixtures")}
+    start_r, start_w = os.pipe()
+    store_r, store_w = os.pipe()
+    fds = {start_r, start_w, store_r, store_w}  # still open
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        procs += [subprocess.Popen(
+            [sys.executable, "-c", _PROBE_CHILD, str(b), str(start_r), str(store_r)],
+            env=env, pass_fds=[start_r, store_r], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in binaries]
+        for fd in (start_r, store_r):  # the children hold them
+            fds.remove(fd)
+            os.close(fd)
+        _release(procs, "ready\n", start_w, fds)
+        _release(procs, "probed\n", store_w, fds)
+        results = [p.communicate(timeout=timeouts.scaled(None, timeouts.START))
+                   for p in procs]
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for p in procs:
+            p.kill()
+            p.wait()
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    answers = [json.loads(out) for out, _ in results]
+    assert answers[0::2] == answers[1::2], answers
+    assert all(a["wired"] and a["qtest_accel"] for a in answers), answers
+    entries = json.loads((private_cache / "probe-cache.json").read_text())
+    assert sorted(e["binary"] for e in entries.values()) == sorted(
+        str(Path(b).resolve()) for b in binaries[::2]), entries
+    assert {json.dumps(e, sort_keys=True) for e in entries.values()} == \
+        {json.dumps(a, sort_keys=True) for a in answers}
+    assert not [f.name for f in private_cache.iterdir() if f.suffix == ".tmp"]

@@ -16,7 +16,8 @@ import pytest
 
 from ivflat import board, timeouts
 from ivflat.device import IvshmemFlat
-from ivflat.machine import GuestMachine, IvshmemFlatDevice, QEMUMachine, QtestMachine
+from ivflat.machine import GuestMachine, IvshmemFlatDevice, QtestMachine
+from ivflat.machine.output import StderrCapture
 from ivflat.plugin import _stop_machines
 from ivflat.qtest import QTestTimeout
 from ivflat.reaper import release_all
@@ -45,13 +46,13 @@ def test_late_reply_of_a_timed_out_request_is_not_the_next_ones(vm):
 
 def _lagging_reader(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make every QEMUMachine's stderr reader slow, as on a machine starved of CPU."""
-    take = QEMUMachine._take_line
+    take = StderrCapture._take_line
 
-    def slow(self: QEMUMachine, line: str) -> bool:
+    def slow(self: StderrCapture, line: str) -> bool:
         time.sleep(seconds)  # sleep-ok: simulates a reader thread starved of CPU
         return take(self, line)
 
-    monkeypatch.setattr(QEMUMachine, "_take_line", slow)
+    monkeypatch.setattr(StderrCapture, "_take_line", slow)
 
 
 def test_trace_fence_waits_for_a_lagging_reader(vm, monkeypatch):
@@ -161,8 +162,8 @@ def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired
 
     vm = GuestMachine(wired_qemu, name="g", workdir=tmp_path / "g",
                       kernel=firmware_dir / "hello.elf",
-                      devices=[IvshmemFlatDevice(Path(ivshmem_server.socket_path))])
-    vm.ivshmem_server = ivshmem_server  # type: ignore[attr-defined]
+                      devices=[IvshmemFlatDevice(Path(ivshmem_server.socket_path))],
+                      server=ivshmem_server)
     script = write_reproducer(vm, tmp_path / "repro")
     shm_before = set(os.listdir("/dev/shm"))
     limit = timeouts.scaled(None, timeouts.CONSOLE)

@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 from ivflat import board, timeouts
+from ivflat.faults import Fault, FaultKind
 from ivflat.paths import reference_dir, reference_tool
-from ivflat.peer import HostPeer, MessageReader, ProtocolError, readable, recv_msg
+from ivflat.peer import HostPeer
 from ivflat.reaper import release_all
-from ivflat.server import Fault, FaultKind, IvshmemServer, make_server
+from ivflat.server import IvshmemServer
+from ivflat.serverapi import make_server
+from ivflat.wire import MessageReader, ProtocolError, readable, recv_msg
 
 SIZE = 64 * 1024  # small shm keeps the tests fast; sizes are not what is under test
 
