@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ivflat import known_bugs
 from ivflat.ci import report, suite
 from ivflat.ci.gitrepo import FIXED_ENV
@@ -24,7 +26,10 @@ from ivflat.ci.suite import Build, junit_id, parse_junit
 from ivflat.ci.validate import FIXED, bug_id, compare, conclude
 from ivflat.paths import REPO
 
-from .tools import git, scaled
+from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
+
+COVER_MAIL = ("From 0 Mon Sep 17 00:00:00 2001\nFrom: a <a@b>\n"
+              "Subject: [PATCH 0/1] one fix\n\nThe cover letter: no diff, not applied.\n\n")
 
 MODULE = '''
 import os
@@ -155,3 +160,31 @@ def test_fix_series_files_read_as_seven_patches_and_a_cover(tmp_path: Path) -> N
     assert [int(p.subject.split("/")[0].split()[-1]) for p in series.patches] == \
         list(range(1, 8))
     assert series.skipped == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))
+@pytest.mark.usefixtures("one_at_a_time")
+def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Path) -> None:
+    """The real tool on the synthetic history's base (Debian's tree): an mbox holding a cover
+    letter and the shipped fix for version-unchecked. Its test turns from xfail to
+    XPASS(strict); the tool says FIXED with the id, nothing regressed, exit 0, and the
+    Markdown report says so too."""
+    bug = known_bugs.get("version-unchecked")
+    assert bug.fix is not None
+    mbox = tmp_path / "series.mbx"
+    mbox.write_text(COVER_MAIL + (REPO / "ci/patches/fixes" / bug.fix).read_text())
+    test = bug.tests[0]
+    res = run_tool([sys.executable, str(VALIDATE), str(mbox), "--source", str(history["repo"]),
+                    "--base", history["base"], "--report", "md", "--",
+                    "-k", "test_wrong_protocol_version_is_refused or test_ivposition"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "cover letter: [PATCH 0/1] one fix" in res.stderr
+    fixed = res.stdout.split("**FIXED (1)**")[1].split("**")[0]
+    assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)]: version-unchecked" in fixed
+    assert "**REGRESSED (0 newly failing)**\n\n- none" in res.stdout
+    assert "| version-unchecked | FIXED |" in res.stdout
+    assert res.stdout.strip().splitlines()[-1].startswith(
+        "OK: 0 test(s) regressed; 1 test(s) FIXED (known bugs: version-unchecked)")
+    run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
+    assert (run_dir / "report.md").read_text() == res.stdout
