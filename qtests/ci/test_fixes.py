@@ -140,6 +140,9 @@ def test_every_known_bug_test_passes_on_reference_fixes(tmp_path: Path) -> None:
         sum(1 for b in known_bugs.BUGS if b.needs is None), listing.stdout
     res = _pytest(*tests, f"--qemu={binary}", f"--keep-artifacts={tmp_path}", "-rA")
     assert res.returncode == 0, res.stdout[-4000:]
-    summary = res.stdout.strip().splitlines()[-1]
-    assert f"{len(tests)} passed" in summary and "xfail" not in summary, summary
+    passed = {ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("PASSED ")}
+    # without ASan, the ASan-only bug's far-out-of-range vector is judged nowhere (a skip)
+    asan_only = {t for b in known_bugs.BUGS if b.needs for t in b.tests}
+    assert set(tests) - asan_only <= passed, res.stdout[-4000:]
+    assert "xfail" not in res.stdout.strip().splitlines()[-1], res.stdout[-4000:]
     assert git(REPO, "status", "--porcelain", "--", "ci/patches") == ""

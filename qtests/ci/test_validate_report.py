@@ -23,7 +23,7 @@ from ivflat.ci import report, suite
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import Patch, Series, apply, read_series
 from ivflat.ci.suite import Build, junit_id, parse_junit
-from ivflat.ci.validate import FIXED, bug_id, compare, conclude
+from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude
 from ivflat.paths import REPO
 
 from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
@@ -188,3 +188,22 @@ def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Pa
         "OK: 0 test(s) regressed; 1 test(s) FIXED (known bugs: version-unchecked)")
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
     assert (run_dir / "report.md").read_text() == res.stdout
+
+
+def test_bug_verdicts_fixed_still_shown_and_not_judged(tmp_path: Path) -> None:
+    """The known-bug table: a bug whose tests turned is FIXED, one still xfailing still
+    shows, one whose tests pass (or skip) alike on both sides is not judged on this build
+    (the ASan-only bug on a plain build), one not selected is not run."""
+    ids = [junit_id(t) for t in known_bugs.get("doorbell-vector-unchecked").tests]
+    fixed_t = junit_id(known_bugs.get("version-unchecked").tests[0])
+    still_t = junit_id(known_bugs.get("eof-mid-greeting").tests[0])
+    before = suite.TestRun(0, {ids[0]: "passed", ids[1]: "skipped", fixed_t: "xfailed",
+                               still_t: "xfailed"}, {}, 1.0, "")
+    after = suite.TestRun(1, {ids[0]: "passed", ids[1]: "skipped", fixed_t: "failed",
+                              still_t: "xfailed"},
+                          {fixed_t: "[XPASS(strict)] known bug version-unchecked: x"}, 1.0, "")
+    table = dict(bug_table(before, after, compare(before, after)))
+    assert table["version-unchecked"] == "FIXED"
+    assert table["eof-mid-greeting"] == "still shows (xfail)"
+    assert table["doorbell-vector-unchecked"] == "not judged on this build (needs ASan)"
+    assert table["own-vector-opaque"] == "not run (deselected)"
