@@ -167,25 +167,25 @@ def test_fix_series_files_read_as_seven_patches_and_a_cover(tmp_path: Path) -> N
 @pytest.mark.usefixtures("one_at_a_time")
 def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Path) -> None:
     """The real tool on the synthetic history's base (Debian's tree): an mbox holding a cover
-    letter and the shipped fix for version-unchecked. Its test turns from xfail to
-    XPASS(strict); the tool says FIXED with the id, nothing regressed, exit 0, and the
-    Markdown report says so too."""
-    bug = known_bugs.get("version-unchecked")
+    letter and the shipped fix for own-vector-opaque (self-contained: the first patch).
+    Its three tests turn from xfail to XPASS(strict); the tool says FIXED with the id,
+    nothing regressed, exit 0, and the Markdown report says so too."""
+    bug = known_bugs.get("own-vector-opaque")
     assert bug.fix is not None
     mbox = tmp_path / "series.mbx"
     mbox.write_text(COVER_MAIL + (REPO / "ci/patches/fixes" / bug.fix).read_text())
-    test = bug.tests[0]
     res = run_tool([sys.executable, str(VALIDATE), str(mbox), "--source", str(history["repo"]),
                     "--base", history["base"], "--report", "md", "--",
-                    "-k", "test_wrong_protocol_version_is_refused or test_ivposition"])
+                    "-k", "test_host_ringing_guest_vector_pulses_irq or test_ivposition"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "cover letter: [PATCH 0/1] one fix" in res.stderr
-    fixed = res.stdout.split("**FIXED (1)**")[1].split("**")[0]
-    assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)]: version-unchecked" in fixed
+    fixed = res.stdout.split(f"**FIXED ({len(bug.tests)})**")[1].split("**")[0]
+    for test in bug.tests:
+        assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)]: {bug.id}: " in fixed, fixed
     assert "**REGRESSED (0 newly failing)**\n\n- none" in res.stdout
-    assert "| version-unchecked | FIXED |" in res.stdout
+    assert f"| {bug.id} | FIXED |" in res.stdout
     assert res.stdout.strip().splitlines()[-1].startswith(
-        "OK: 0 test(s) regressed; 1 test(s) FIXED (known bugs: version-unchecked)")
+        f"OK: 0 test(s) regressed; {len(bug.tests)} test(s) FIXED (known bugs: {bug.id})")
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
     assert (run_dir / "report.md").read_text() == res.stdout
 
