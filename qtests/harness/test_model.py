@@ -38,6 +38,17 @@ def test_memory_core_splitting(offset, size, expected):
     assert pieces(offset, size) == expected
 
 
+@pytest.mark.parametrize("offset,size,expected", [
+    (0xB, 4, [(0xB, 4)]),  # reaches the fixed device whole, which refuses it
+    (0x9, 2, [(0x9, 2)]),
+    (0xE, 4, [(0xE, 2), (0x10, 2)]),  # still clipped at the block's end
+    (-2, 4, [(-2, 2), (0, 2)]),  # the background region is cut as before
+])
+def test_fixed_device_takes_accesses_whole(offset, size, expected):
+    """ci/patches/fixes 0006 (impl.unaligned, valid.unaligned false)."""
+    assert pieces(offset, size, whole=True) == expected
+
+
 def test_registers_read_as_documented():
     """test_reserved_registers_read_zero_and_ignore_writes, test_doorbell_reads_zero,
     test_narrow_reads_at_register_base."""
@@ -54,7 +65,8 @@ def test_narrow_read_inside_register_as_is_and_fixed():
     assert as_is.read(board.IVPOSITION + 1, 1) == 0
     assert fixed.read(board.IVPOSITION + 1, 1) == 0x12
     assert fixed.read(board.IVPOSITION + 2, 2) == 0
-    assert fixed.read(board.IVPOSITION - 1, 4) == 0x123400  # lanes across registers
+    assert fixed.read(board.IVPOSITION - 1, 4) == 0  # misaligned: refused (fix 0006)
+    assert as_is.read(board.IVPOSITION - 1, 4) == 0x123400  # split: (8, 2) is served
     assert "narrow-read-inside-register" in fixed.diverged and not as_is.diverged
     assert model().read(board.IVPOSITION, 4) == ID and not model().diverged
 
