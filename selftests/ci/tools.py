@@ -158,8 +158,8 @@ def run_tool(cmd: list[str], env: dict[str, str] | None = None,
 
 class Events:
     """What a running tool says: its stderr, and datagrams on a UNIX socket from
-    qtests/ci/ready_plugin.py ("test <ppid> <nodeid>": a test body runs, its QEMU up) and
-    qtests/ci/compile_gate.py ("compile <ppid> <file>": a compile is held)."""
+    selftests/ci/ready_plugin.py ("test <ppid> <nodeid>": a test body runs, its QEMU up) and
+    selftests/ci/compile_gate.py ("compile <ppid> <file>": a compile is held)."""
 
     def __init__(self, sock_path: Path) -> None:
         self.path = sock_path
