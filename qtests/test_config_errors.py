@@ -27,9 +27,9 @@ def test_no_chardev(launch_vm):
 
 def test_server_socket_absent(launch_vm, short_tmp):
     """A chardev path with no server listening: the chardev layer refuses to start."""
-    from ivflat.machine import IvshmemFlatDevice
+    from ivflat.machine import DeviceConfig
 
-    dev = IvshmemFlatDevice(server_socket=short_tmp / "nobody.sock")
+    dev = DeviceConfig(server_socket=short_tmp / "nobody.sock")
     vm = launch_vm(None, device=dev, wait_ready=False)
     _fails_with(vm, "nobody.sock")
 

@@ -1,7 +1,7 @@
 """DOORBELL -> eventfd -> IRQ: who gets notified, exactly once, and nobody else.
 
 Waits are on events (qtest IRQ lines, eventfd readiness, trace barriers), never sleeps;
-"nothing else happened" is checked after IvshmemFlat.settle().
+"nothing else happened" is checked after IvshmemFlatDriver.settle().
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 from ivflat.known_bugs import known_bug
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -29,7 +29,7 @@ def server4(make_server):
 def guest(server4, launch_vm):
     vm = launch_vm(server4)
     vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     vm.wait_vectors(dev.ivposition, VECTORS)  # own vectors arrive after realize
     return dev
 
@@ -43,7 +43,7 @@ def peer_and_guest(server4, launch_vm):
     try:
         vm = launch_vm(server4)
         vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-        dev = IvshmemFlat(vm)
+        dev = IvshmemFlatDriver(vm)
         vm.wait_vectors(dev.ivposition, VECTORS)
         vm.wait_vectors(peer.id, VECTORS)
         peer.wait_peer_vectors(dev.ivposition, VECTORS)
@@ -106,7 +106,7 @@ def test_doorbell_halves_are_not_swapped(make_server, launch_vm):
     p1, p2 = HostPeer(server.socket_path), HostPeer(server.socket_path)
     try:
         vm = launch_vm(server)
-        dev = IvshmemFlat(vm)
+        dev = IvshmemFlatDriver(vm)
         vm.wait_vectors(p2.id, 3)
         vm.wait_vectors(p1.id, 3)
         assert (p1.id, p2.id, dev.ivposition) == (1, 2, 5)
@@ -187,7 +187,7 @@ def test_no_irq_path_means_no_irq_but_device_works(ivshmem_server, launch_vm):
     vm = launch_vm(ivshmem_server, irq_qompath=None)
     assert any("notifications to this device are disabled" in ln for ln in vm.stderr_lines())
     vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     vm.wait_vectors(dev.ivposition, 1)
     dev.shm_write(0, b"still works")
     assert ivshmem_server.read(0, 11) == b"still works"

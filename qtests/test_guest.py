@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from ivflat import board, mailbox
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.guest]
 
@@ -227,7 +227,7 @@ def test_qtest_vm_and_firmware_vm_talk(ivshmem_server, launch_guest, launch_vm):
     gid = _boot_id(g, r"echo: id=(\d+) READY")
     q = launch_vm(ivshmem_server, name="qtest-vm")
     q.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(q)
+    dev = IvshmemFlatDriver(q)
     qid = dev.ivposition
     q.wait_vectors(gid, 1)
     g.wait_vectors(qid, 1)

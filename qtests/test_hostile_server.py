@@ -14,7 +14,7 @@ import os
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 from ivflat.faults import Fault
 from ivflat.known_bugs import known_bug
 
@@ -36,7 +36,7 @@ def _fence(server, vm, own_id: int) -> None:
 def _start(make_server, launch_vm, fault, **kw):
     server = make_server(kind="python", fault=fault, **kw)
     vm = launch_vm(server)
-    return server, vm, IvshmemFlat(vm)
+    return server, vm, IvshmemFlatDriver(vm)
 
 
 def _fails_with(vm, needle: str) -> None:
@@ -85,7 +85,7 @@ def test_more_than_64_vectors_are_dropped(make_server, launch_vm):
     server = make_server(kind="python", vectors=70)
     vm = launch_vm(server)
     vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     own = dev.ivposition
     vm.wait_vectors(own, board.MAX_VECTORS)
     vm.wait_trace("ivshmem_flat_add_vector_failure", lambda t: t.ints[-1] == own, count=6)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 from ivflat.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest, pytest.mark.interop]
@@ -22,7 +22,7 @@ def qemu_server(make_server):
 def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_vm):
     vm = launch_vm(qemu_server)
     vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     qemu_server.wait_peers(1)
     vm.wait_vectors(dev.ivposition, 2)
     blob = os.urandom(4096)
@@ -37,7 +37,7 @@ def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_vm):
     with HostPeer(qemu_server.socket_path) as peer:
         vm = launch_vm(qemu_server)
         vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-        dev = IvshmemFlat(vm)
+        dev = IvshmemFlatDriver(vm)
         vm.wait_vectors(peer.id, 2)
         peer.wait_peer_vectors(dev.ivposition, 2)
         dev.ring(peer.id, 1)
@@ -52,8 +52,8 @@ def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_vm):
 def test_qemu_ivshmem_client_as_peer(make_server, launch_vm, qemu_binary, short_tmp, backend):
     """QEMU's interactive ivshmem-client: the guest rings it (it reports the notification),
     and `int <guest> 0` from its prompt pulses the guest's IRQ."""
-    from ivflat.client import IvshmemClientProcess
     from ivflat.paths import tool_beside
+    from ivflat.qemu_client import QemuIvshmemClient
 
     binary = tool_beside(qemu_binary, "ivshmem-client")
     if binary is None:
@@ -61,8 +61,8 @@ def test_qemu_ivshmem_client_as_peer(make_server, launch_vm, qemu_binary, short_
     server = make_server(kind=backend, vectors=1)
     vm = launch_vm(server)
     vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
-    client = IvshmemClientProcess(binary, server.socket_path, logdir=short_tmp)
+    dev = IvshmemFlatDriver(vm)
+    client = QemuIvshmemClient(binary, server.socket_path, logdir=short_tmp)
     try:
         client.start()
         vm.wait_vectors(client.own_id, 1)

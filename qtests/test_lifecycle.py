@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 from ivflat.machine import QMPError
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -31,7 +31,7 @@ def test_system_reset_keeps_id_memory_and_notifications(dev, ivshmem_server):
 def test_device_del_is_refused_cleanly(vm):
     """device_del on the sysbus device is refused (the main system bus does not hotplug)
     with an error naming the reason; QEMU and the device keep working."""
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     own = dev.ivposition
     with pytest.raises(QMPError, match=r"main-system-bus.* does not support hotplugging"):
         vm.qmp("device_del", id="ivshmem0")
@@ -45,7 +45,7 @@ def test_device_del_is_refused_cleanly(vm):
 
 def test_quit_is_clean(vm, ivshmem_server):
     """QMP quit: exit status 0, no crash message, and the server sees the peer leave."""
-    own = IvshmemFlat(vm).ivposition
+    own = IvshmemFlatDriver(vm).ivposition
     assert own in ivshmem_server.wait_peers(1)
     vm.qmp("quit")
     assert vm.wait_exit() == 0
@@ -57,6 +57,6 @@ def test_quit_is_clean(vm, ivshmem_server):
 def test_irq_line_shared_with_nothing(vm):
     """The default NVIC input is not driven by any board device: intercepting the armv7m
     inputs shows no activity on it until the device rings."""
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     dev.settle()
     assert vm.irq_events(board.IRQ_LINE) == []

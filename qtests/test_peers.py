@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 from ivflat.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -24,7 +24,7 @@ def _forgotten(guest, ivshmem_server, gone: int) -> None:
 
 @pytest.fixture
 def guest(vm):
-    dev = IvshmemFlat(vm)
+    dev = IvshmemFlatDriver(vm)
     vm.wait_vectors(dev.ivposition, 1)
     return dev
 
@@ -65,7 +65,7 @@ def test_reconnecting_peer_gets_working_vectors(guest, ivshmem_server):
 def test_two_guests_interrupt_each_other(ivshmem_server, launch_vm):
     """Two VMs on one server: distinct ids, each doorbell pulses the other's IRQ."""
     a_vm, b_vm = launch_vm(ivshmem_server, "a"), launch_vm(ivshmem_server, "b")
-    a, b = IvshmemFlat(a_vm), IvshmemFlat(b_vm)
+    a, b = IvshmemFlatDriver(a_vm), IvshmemFlatDriver(b_vm)
     for v in (a_vm, b_vm):
         v.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
     assert a.ivposition != b.ivposition
@@ -86,7 +86,7 @@ def test_two_guests_interrupt_each_other(ivshmem_server, launch_vm):
 
 def test_guest_survives_other_guest_quitting(ivshmem_server, launch_vm):
     a_vm, b_vm = launch_vm(ivshmem_server, "a"), launch_vm(ivshmem_server, "b")
-    a, bid = IvshmemFlat(a_vm), IvshmemFlat(b_vm).ivposition
+    a, bid = IvshmemFlatDriver(a_vm), IvshmemFlatDriver(b_vm).ivposition
     a_vm.wait_vectors(bid, 1)
     b_vm.qmp("quit")
     assert b_vm.wait_exit() == 0

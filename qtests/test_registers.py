@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 from ivflat.known_bugs import known_bug
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -20,12 +20,13 @@ def test_ivposition_reports_server_assigned_id(make_server, launch_vm, peer_id):
     and 16-bit-boundary ids (the device keeps the id as uint16)."""
     server = make_server(kind="python", ids=[peer_id])
     vm = launch_vm(server)
-    assert IvshmemFlat(vm).ivposition == peer_id
+    assert IvshmemFlatDriver(vm).ivposition == peer_id
 
 
 def test_ivposition_differs_per_connection(ivshmem_server, launch_vm):
     """Two guests on one server get distinct ids, and each reads its own."""
-    a, b = IvshmemFlat(launch_vm(ivshmem_server)), IvshmemFlat(launch_vm(ivshmem_server))
+    a = IvshmemFlatDriver(launch_vm(ivshmem_server))
+    b = IvshmemFlatDriver(launch_vm(ivshmem_server))
     assert a.ivposition != b.ivposition
     assert {a.ivposition, b.ivposition} == set(ivshmem_server.wait_peers(2))
 

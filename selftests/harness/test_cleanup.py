@@ -35,18 +35,18 @@ pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 INNER = '''
 import os
 import pytest
-from ivflat.device import IvshmemFlat
+from ivflat.driver import IvshmemFlatDriver
 
 def _started(vm, host_peer):
     os.write(int(os.environ["IVF_STARTED_FD"]), b"up")
 
 def test_passes(vm, host_peer):
     _started(vm, host_peer)
-    assert IvshmemFlat(vm).ivposition != host_peer.id
+    assert IvshmemFlatDriver(vm).ivposition != host_peer.id
 
 def test_fails(vm, host_peer):
     _started(vm, host_peer)
-    IvshmemFlat(vm).ring(IvshmemFlat(vm).ivposition, 0)
+    IvshmemFlatDriver(vm).ring(IvshmemFlatDriver(vm).ivposition, 0)
     assert False, "deliberate failure"
 
 @pytest.mark.timeout(3, func_only=True)
