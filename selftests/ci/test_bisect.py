@@ -33,6 +33,7 @@ from ivflat.ci.bisect import load_steps
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO as ROOT
+from ivflat.timeouts import scaled
 
 from .tools import (
     BISECT,
@@ -47,7 +48,6 @@ from .tools import (
     processes_mentioning,
     repo_state,
     run_tool,
-    scaled,
     started_tool,
 )
 

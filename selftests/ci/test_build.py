@@ -17,6 +17,7 @@ import pytest
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import cache_dir
+from ivflat.timeouts import scaled
 
 from .tools import (
     BISECT,
@@ -26,7 +27,6 @@ from .tools import (
     git,
     repo_state,
     run_tool,
-    scaled,
     started_tool,
 )
 

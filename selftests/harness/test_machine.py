@@ -55,11 +55,10 @@ def _lagging_reader(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setattr(StderrCapture, "_take_line", slow)
 
 
-def test_trace_fence_waits_for_a_lagging_reader(vm, monkeypatch):
+def test_trace_fence_waits_for_a_lagging_reader(vm, dev, monkeypatch):
     """200 register reads, each traced, while the stderr reader lags: after
     sync_traces() every one of their traces is there (the fence waits for a marker QEMU
     writes after them, not for a count of traces that earlier reads can satisfy)."""
-    dev = IvshmemFlatDriver(vm)
     before = len(vm.traces("ivshmem_flat_read_mmr"))
     _lagging_reader(monkeypatch, 0.001)
     for _ in range(200):
