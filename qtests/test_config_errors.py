@@ -10,40 +10,30 @@ from ivflat import board
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
-def _fails_with(vm, *needles: str) -> str:
-    rc = vm.wait_exit()
-    err = vm.stderr()
-    assert rc == 1, f"expected exit status 1, got {rc}: {err}"
-    assert not vm.crashed(), err
-    for n in needles:
-        assert n in err, f"{n!r} not in stderr: {err}"
-    return err
-
-
 def test_no_chardev(launch_vm):
     vm = launch_vm(None, wait_ready=False)
-    _fails_with(vm, "ivshmem server socket not specified")
+    vm.expect_error_exit("ivshmem server socket not specified")
 
 
 def test_server_socket_absent(launch_vm, short_tmp):
     """A chardev path with no server listening: the chardev layer refuses to start."""
-    from ivflat.machine import IvshmemFlatDevice
+    from ivflat.machine import DeviceConfig
 
-    dev = IvshmemFlatDevice(server_socket=short_tmp / "nobody.sock")
+    dev = DeviceConfig(server_socket=short_tmp / "nobody.sock")
     vm = launch_vm(None, device=dev, wait_ready=False)
-    _fails_with(vm, "nobody.sock")
+    vm.expect_error_exit("nobody.sock")
 
 
 def test_size_mismatch_with_server(make_server, launch_vm):
     server = make_server(shm_size=board.SHMEM_SIZE)
     vm = launch_vm(server, shmem_size=board.SHMEM_SIZE // 2, wait_ready=False)
-    _fails_with(vm, "shmem size different from device size")
+    vm.expect_error_exit("shmem size different from device size")
 
 
 @pytest.mark.parametrize("missing", ["iomem", "shmem"])
 def test_missing_address_property(ivshmem_server, launch_vm, missing):
     vm = launch_vm(ivshmem_server, wait_ready=False, **{missing: None})
-    _fails_with(vm, f"x-bus-address-{missing} must be set")
+    vm.expect_error_exit(f"x-bus-address-{missing} must be set")
 
 
 @pytest.mark.parametrize("path,needle", [
@@ -53,13 +43,13 @@ def test_missing_address_property(ivshmem_server, launch_vm, missing):
 ])
 def test_bad_irq_path(ivshmem_server, launch_vm, path, needle):
     vm = launch_vm(ivshmem_server, irq_qompath=path, wait_ready=False)
-    _fails_with(vm, needle, path)
+    vm.expect_error_exit(needle, path)
 
 
 def test_ambiguous_irq_path(ivshmem_server, launch_vm):
     """A partial path matching many IRQ objects is refused as ambiguous."""
     vm = launch_vm(ivshmem_server, irq_qompath="unnamed-gpio-in[6]", wait_ready=False)
-    _fails_with(vm, "ambiguous")
+    vm.expect_error_exit("ambiguous")
 
 
 @pytest.mark.parametrize("what,addr,needle", [
@@ -69,7 +59,7 @@ def test_ambiguous_irq_path(ivshmem_server, launch_vm):
 ])
 def test_overlapping_region(ivshmem_server, launch_vm, what, addr, needle):
     vm = launch_vm(ivshmem_server, wait_ready=False, **{what: addr})
-    _fails_with(vm, needle, f"x-bus-address-{what}")
+    vm.expect_error_exit(needle, f"x-bus-address-{what}")
 
 
 @pytest.mark.parametrize("what", ["iomem", "shmem"])
@@ -77,7 +67,7 @@ def test_region_wrapping_the_address_space(ivshmem_server, launch_vm, what):
     """A base address whose region would run past 2^64 is refused by name, not mapped
     (found unexercised by ci/coverage)."""
     vm = launch_vm(ivshmem_server, wait_ready=False, **{what: 0xFFFF_FFFF_FFFF_FFF0})
-    _fails_with(vm, f"x-bus-address-{what}=0xfffffffffffffff0", "wraps around")
+    vm.expect_error_exit(f"x-bus-address-{what}=0xfffffffffffffff0", "wraps around")
 
 
 def test_server_sends_no_shm_fd(make_server, launch_vm):
@@ -85,10 +75,10 @@ def test_server_sends_no_shm_fd(make_server, launch_vm):
 
     server = make_server(kind="python", fault=Fault.NO_SHM_FD)
     vm = launch_vm(server, wait_ready=False)
-    _fails_with(vm, "Could not receive valid shmem fd")
+    vm.expect_error_exit("Could not receive valid shmem fd")
 
 
 def test_machine_without_dynamic_sysbus_refuses_device(ivshmem_server, launch_vm):
     """Only mps2 machines opt in: another Cortex-M board refuses the device by name."""
     vm = launch_vm(ivshmem_server, machine="microbit", wait_ready=False)
-    _fails_with(vm, "ivshmem-flat")
+    vm.expect_error_exit("ivshmem-flat")

@@ -1,7 +1,7 @@
 """DOORBELL -> eventfd -> IRQ: who gets notified, exactly once, and nobody else.
 
 Waits are on events (qtest IRQ lines, eventfd readiness, trace barriers), never sleeps;
-"nothing else happened" is checked after IvshmemFlat.settle().
+"nothing else happened" is checked after IvshmemFlatDriver.settle().
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import contextlib
 
 import pytest
 
-from ivflat import board
-from ivflat.device import IvshmemFlat
 from ivflat.known_bugs import known_bug
+from ivflat.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -26,59 +25,48 @@ def server4(make_server):
 
 
 @pytest.fixture
-def guest(server4, launch_vm):
-    vm = launch_vm(server4)
-    vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
-    vm.wait_vectors(dev.ivposition, VECTORS)  # own vectors arrive after realize
-    return dev
+def dev(server4, launch_dev):
+    """The plugin's ``dev``, on the 4-vector server."""
+    return launch_dev(server4)
 
 
 @pytest.fixture
-def peer_and_guest(server4, launch_vm):
-    """A host peer that connected first, and a guest that knows all its vectors."""
-    from ivflat.peer import HostPeer
-
-    peer = HostPeer(server4.socket_path)
-    try:
-        vm = launch_vm(server4)
-        vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-        dev = IvshmemFlat(vm)
-        vm.wait_vectors(dev.ivposition, VECTORS)
-        vm.wait_vectors(peer.id, VECTORS)
+def peer_and_dev(server4, launch_dev):
+    """A host peer that connected first, and a device that knows all its vectors."""
+    with HostPeer(server4.socket_path) as peer:
+        dev = launch_dev(server4)
+        dev.vm.wait_vectors(peer.id, VECTORS)
         peer.wait_peer_vectors(dev.ivposition, VECTORS)
         yield peer, dev
-    finally:
-        peer.close()
 
 
-def test_doorbell_to_self_gives_exactly_one_pulse(guest):
+def test_doorbell_to_self_gives_exactly_one_pulse(dev):
     """Ringing its own vector 0 raises and lowers the NVIC input once, per ring."""
-    mark = guest.mark()
-    guest.ring(guest.ivposition, 0)
-    guest.wait_pulses(1, since=mark)
-    guest.settle()
-    assert guest.pulses_since(mark) == 1
-    guest.ring(guest.ivposition, 0)
-    guest.wait_pulses(2, since=mark)
-    guest.settle()
-    assert guest.pulses_since(mark) == 2
+    mark = dev.mark()
+    dev.ring(dev.ivposition, 0)
+    dev.wait_pulses(1, since=mark)
+    dev.settle()
+    assert dev.pulses_since(mark) == 1
+    dev.ring(dev.ivposition, 0)
+    dev.wait_pulses(2, since=mark)
+    dev.settle()
+    assert dev.pulses_since(mark) == 2
 
 
-def test_repeated_rings_are_not_lost(guest):
+def test_repeated_rings_are_not_lost(dev):
     """N rings, each waited for, give N pulses: none merged or dropped."""
-    mark = guest.mark()
+    mark = dev.mark()
     for i in range(1, 21):
-        guest.ring(guest.ivposition, 0)
-        guest.wait_pulses(i, since=mark)
-    guest.settle()
-    assert guest.pulses_since(mark) == 20
+        dev.ring(dev.ivposition, 0)
+        dev.wait_pulses(i, since=mark)
+    dev.settle()
+    assert dev.pulses_since(mark) == 20
 
 
 @pytest.mark.parametrize("vector", range(VECTORS))
-def test_guest_rings_exactly_that_host_vector(peer_and_guest, vector):
+def test_guest_rings_exactly_that_host_vector(peer_and_dev, vector):
     """DOORBELL = peer<<16 | v makes exactly eventfd v of that peer readable, no other."""
-    peer, dev = peer_and_guest
+    peer, dev = peer_and_dev
     dev.ring(peer.id, vector)
     assert peer.wait_vector(vector) == 1
     dev.settle()
@@ -87,9 +75,9 @@ def test_guest_rings_exactly_that_host_vector(peer_and_guest, vector):
 
 @pytest.mark.parametrize("vector", [
     pytest.param(v, marks=known_bug("own-vector-opaque") if v else ()) for v in range(VECTORS)])
-def test_host_ringing_guest_vector_pulses_irq(peer_and_guest, vector):
+def test_host_ringing_guest_vector_pulses_irq(peer_and_dev, vector):
     """A peer ringing any vector the guest owns gives one pulse on the guest's line."""
-    peer, dev = peer_and_guest
+    peer, dev = peer_and_dev
     mark = dev.mark()
     peer.ring(dev.ivposition, vector)
     dev.wait_pulses(1, since=mark)
@@ -97,18 +85,15 @@ def test_host_ringing_guest_vector_pulses_irq(peer_and_guest, vector):
     assert dev.pulses_since(mark) == 1
 
 
-def test_doorbell_halves_are_not_swapped(make_server, launch_vm):
+def test_doorbell_halves_are_not_swapped(make_server, launch_dev):
     """peer in bits 31..16, vector in 15..0: with peer 2 and vector 1 distinguishable from
     peer 1 / vector 2, only peer 2's vector 1 fires."""
-    from ivflat.peer import HostPeer
-
     server = make_server(kind="python", vectors=3, ids=[1, 2, 5])
     p1, p2 = HostPeer(server.socket_path), HostPeer(server.socket_path)
     try:
-        vm = launch_vm(server)
-        dev = IvshmemFlat(vm)
-        vm.wait_vectors(p2.id, 3)
-        vm.wait_vectors(p1.id, 3)
+        dev = launch_dev(server)
+        dev.vm.wait_vectors(p2.id, 3)
+        dev.vm.wait_vectors(p1.id, 3)
         assert (p1.id, p2.id, dev.ivposition) == (1, 2, 5)
         dev.ring(2, 1)
         assert p2.wait_vector(1) == 1
@@ -120,11 +105,11 @@ def test_doorbell_halves_are_not_swapped(make_server, launch_vm):
         p2.close()
 
 
-def test_doorbell_to_unknown_peer_is_ignored(peer_and_guest):
+def test_doorbell_to_unknown_peer_is_ignored(peer_and_dev):
     """An id nobody has is traced as invalid and notifies nobody: not the guest itself (no
     pulse), not the host peer (no eventfd readable); QEMU survives and a ring to itself
     afterwards still gives exactly one pulse."""
-    peer, dev = peer_and_guest
+    peer, dev = peer_and_dev
     mark = dev.mark()
     dev.ring(0x4242, 0)
     dev.vm.wait_trace("ivshmem_flat_interrupt_invalid_peer", lambda t: t.ints == (0x4242,))
@@ -140,14 +125,14 @@ def test_doorbell_to_unknown_peer_is_ignored(peer_and_guest):
 
 @pytest.mark.parametrize("target", [
     "self", pytest.param("peer", marks=known_bug("doorbell-vector-unchecked"))])
-def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target):
+def test_doorbell_vector_64_notifies_nobody(peer_and_dev, target):
     """Vector 64 is one past IVSHMEM_MAX_VECTOR_NUM. The device does not bounds-check it
     (vector[64] reads the peer's vector_counter/id as a notifier; on 10.0.x the padding that
     lands in `initialized` is zero, so nothing is written): nobody may be notified and QEMU
     must survive. Under ASan the read past the last element of the heap-allocated peers
     array is a heap-buffer-overflow (the device bug); the guest's own entry sits inside the
     device state, where ASan sees nothing."""
-    peer, dev = peer_and_guest
+    peer, dev = peer_and_dev
     target_id = dev.ivposition if target == "self" else peer.id
     mark = dev.mark()
     dev.ring(target_id, 64)
@@ -158,21 +143,21 @@ def test_doorbell_vector_64_notifies_nobody(peer_and_guest, target):
 
 
 @known_bug("doorbell-vector-unchecked")
-def test_doorbell_vector_far_out_of_range_is_safe(guest, qemu_caps):
+def test_doorbell_vector_far_out_of_range_is_safe(dev, qemu_caps):
     """Judged only under AddressSanitizer (ci/build-qemu --sanitize): without it the wild
     read's outcome depends on heap layout, so the test skips."""
     if not qemu_caps.asan:
         pytest.skip("needs an ASan build (ci/build-qemu --sanitize) to see the wild read")
-    guest.ring(guest.ivposition, 0xFFFF)
+    dev.ring(dev.ivposition, 0xFFFF)
     with contextlib.suppress(Exception):
-        guest.settle()
-    assert not guest.vm.crashed(), guest.vm.death_reason()
+        dev.settle()
+    assert not dev.vm.crashed(), dev.vm.death_reason()
 
 
-def test_doorbell_vector_the_peer_lacks_is_harmless(peer_and_guest):
+def test_doorbell_vector_the_peer_lacks_is_harmless(peer_and_dev):
     """A vector the peer does not have (4..63 of a 4-vector peer) hits an uninitialised
     notifier, which event_notifier_set refuses: nothing fires, QEMU survives."""
-    peer, dev = peer_and_guest
+    peer, dev = peer_and_dev
     dev.ring(peer.id, VECTORS + 3)
     dev.settle()
     assert dev.vm.is_running()
@@ -181,14 +166,12 @@ def test_doorbell_vector_the_peer_lacks_is_harmless(peer_and_guest):
     assert peer.wait_vector(0) == 1
 
 
-def test_no_irq_path_means_no_irq_but_device_works(ivshmem_server, launch_vm):
+def test_no_irq_path_means_no_irq_but_device_works(ivshmem_server, launch_dev):
     """Without x-irq-qompath QEMU warns, IVPOSITION and shm work, and a self-ring pulses
     nothing on any NVIC input."""
-    vm = launch_vm(ivshmem_server, irq_qompath=None)
+    dev = launch_dev(ivshmem_server, irq_qompath=None)
+    vm = dev.vm
     assert any("notifications to this device are disabled" in ln for ln in vm.stderr_lines())
-    vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
-    vm.wait_vectors(dev.ivposition, 1)
     dev.shm_write(0, b"still works")
     assert ivshmem_server.read(0, 11) == b"still works"
     mark = dev.mark()

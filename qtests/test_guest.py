@@ -10,7 +10,6 @@ import struct
 import pytest
 
 from ivflat import board, mailbox
-from ivflat.device import IvshmemFlat
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.guest]
 
@@ -220,16 +219,14 @@ def test_two_firmware_guests_play_pingpong(ivshmem_server, launch_guest):
 
 
 @pytest.mark.needs_qtest
-def test_qtest_vm_and_firmware_vm_talk(ivshmem_server, launch_guest, launch_vm):
+def test_qtest_vm_and_firmware_vm_talk(ivshmem_server, launch_guest, launch_dev):
     """A qtest-driven VM asks the echo firmware through shared memory and its doorbell; the
     firmware answers and rings the qtest VM, whose NVIC input pulses."""
     g = launch_guest(ivshmem_server, "echo")
     gid = _boot_id(g, r"echo: id=(\d+) READY")
-    q = launch_vm(ivshmem_server, name="qtest-vm")
-    q.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(q)
+    dev = launch_dev(ivshmem_server, name="qtest-vm")
     qid = dev.ivposition
-    q.wait_vectors(gid, 1)
+    dev.vm.wait_vectors(gid, 1)
     g.wait_vectors(qid, 1)
     body, seq_word = mailbox.pack_request(7, qid, b"from qtest")
     dev.shm_write(mailbox.off("REQ_OFF") + 4, body)

@@ -14,7 +14,6 @@ import os
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
 from ivflat.faults import Fault
 from ivflat.known_bugs import known_bug
 
@@ -33,18 +32,6 @@ def _fence(server, vm, own_id: int) -> None:
     vm.wait_vectors(SENTINEL, 1)
 
 
-def _start(make_server, launch_vm, fault, **kw):
-    server = make_server(kind="python", fault=fault, **kw)
-    vm = launch_vm(server)
-    return server, vm, IvshmemFlat(vm)
-
-
-def _fails_with(vm, needle: str) -> None:
-    rc = vm.wait_exit()
-    assert rc == 1 and not vm.crashed(), vm.stderr()
-    assert needle in vm.stderr(), vm.stderr()
-
-
 @pytest.mark.parametrize("fault,needle", [
     (Fault.NO_SHM_FD, "Could not receive valid shmem fd"),
     (Fault.WRONG_SIZE_FD, "shmem size different from device size"),
@@ -52,7 +39,7 @@ def _fails_with(vm, needle: str) -> None:
 ])
 def test_bad_shm_fd_is_a_clean_error(make_server, launch_vm, fault, needle):
     server = make_server(kind="python", fault=fault)
-    _fails_with(launch_vm(server, wait_ready=False), needle)
+    launch_vm(server, wait_ready=False).expect_error_exit(needle)
 
 
 @known_bug("version-unchecked", raises=AssertionError)
@@ -68,26 +55,23 @@ def test_wrong_protocol_version_is_refused(make_server, launch_vm):
     except QTestDisconnected:
         accepted = False
     assert not accepted, "QEMU accepted a greeting with protocol version != 0"
-    assert vm.wait_exit() == 1 and "version" in vm.stderr()
+    vm.expect_error_exit("version")
 
 
 @known_bug("eof-mid-greeting", raises=TimeoutError)
 def test_server_closing_mid_greeting_is_a_clean_error(make_server, launch_vm):
     server = make_server(kind="python", fault=Fault.CLOSE_MID_GREETING)
     vm = launch_vm(server, wait_ready=False)
-    rc = vm.wait_exit(timeout=5)  # a known hang: a shorter base bound, scaled all the same
-    assert rc == 1 and "ivshmem" in vm.stderr()
+    # a known hang: a shorter base bound, scaled all the same
+    vm.expect_error_exit("ivshmem", timeout=5)
 
 
-def test_more_than_64_vectors_are_dropped(make_server, launch_vm):
+def test_more_than_64_vectors_are_dropped(make_server, launch_dev):
     """Vectors past IVSHMEM_MAX_VECTOR_NUM are traced as failures and closed; the first 64
     work."""
     server = make_server(kind="python", vectors=70)
-    vm = launch_vm(server)
-    vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
-    own = dev.ivposition
-    vm.wait_vectors(own, board.MAX_VECTORS)
+    dev = launch_dev(server, vectors=board.MAX_VECTORS)
+    vm, own = dev.vm, dev.ivposition
     vm.wait_trace("ivshmem_flat_add_vector_failure", lambda t: t.ints[-1] == own, count=6)
     assert len(vm.traces("ivshmem_flat_add_vector_success")) == board.MAX_VECTORS
     mark = dev.mark()
@@ -95,12 +79,13 @@ def test_more_than_64_vectors_are_dropped(make_server, launch_vm):
     dev.wait_pulses(1, since=mark)
 
 
-def test_disconnect_for_unknown_id_is_harmless(make_server, launch_vm):
+def test_disconnect_for_unknown_id_is_harmless(make_server, launch_dev):
     """A disconnect naming an id that never existed: QEMU survives and still works."""
-    server, vm, dev = _start(make_server, launch_vm, Fault.DISCONNECT_UNKNOWN_ID)
-    _fence(server, vm, dev.ivposition)
-    assert vm.is_running()
-    vm.wait_vectors(dev.ivposition, 1)
+    server = make_server(kind="python", fault=Fault.DISCONNECT_UNKNOWN_ID)
+    dev = launch_dev(server, vectors=0)
+    _fence(server, dev.vm, dev.ivposition)
+    assert dev.vm.is_running()
+    dev.vm.wait_vectors(dev.ivposition, 1)
 
 
 @known_bug("disconnect-own-id", raises=AssertionError)
@@ -119,14 +104,11 @@ def test_disconnect_for_own_id_is_survived(make_server, launch_vm):
     assert vm.is_running()
 
 
-def test_truncated_message_is_buffered_not_fatal(make_server, launch_vm):
+def test_truncated_message_is_buffered_not_fatal(make_server, launch_dev):
     """Half a message after the greeting is kept until the rest arrives; meanwhile the
     device works (IVPOSITION, self doorbell)."""
-    _, vm, dev = _start(make_server, launch_vm, Fault.TRUNCATED)
-    vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    own = dev.ivposition
-    vm.wait_vectors(own, 1)
+    dev = launch_dev(make_server(kind="python", fault=Fault.TRUNCATED))
     mark = dev.mark()
-    dev.ring(own, 0)
+    dev.ring(dev.ivposition, 0)
     dev.wait_pulses(1, since=mark)
-    assert vm.is_running()
+    assert dev.vm.is_running()

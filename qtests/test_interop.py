@@ -8,7 +8,6 @@ import os
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
 from ivflat.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest, pytest.mark.interop]
@@ -19,12 +18,9 @@ def qemu_server(make_server):
     return make_server(kind="qemu", vectors=2)
 
 
-def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_vm):
-    vm = launch_vm(qemu_server)
-    vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
-    qemu_server.wait_peers(1)
-    vm.wait_vectors(dev.ivposition, 2)
+def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_dev):
+    dev = launch_dev(qemu_server)  # its own 2 vectors registered
+    assert qemu_server.wait_peers(1) == [dev.ivposition]
     blob = os.urandom(4096)
     dev.shm_write(board.SHMEM_SIZE - 4096, blob)
     assert qemu_server.read(board.SHMEM_SIZE - 4096, 4096) == blob
@@ -33,12 +29,10 @@ def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_v
     dev.wait_pulses(1, since=mark)
 
 
-def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_vm):
+def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_dev):
     with HostPeer(qemu_server.socket_path) as peer:
-        vm = launch_vm(qemu_server)
-        vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-        dev = IvshmemFlat(vm)
-        vm.wait_vectors(peer.id, 2)
+        dev = launch_dev(qemu_server)
+        dev.vm.wait_vectors(peer.id, 2)
         peer.wait_peer_vectors(dev.ivposition, 2)
         dev.ring(peer.id, 1)
         assert peer.wait_vector(1) == 1
@@ -49,23 +43,21 @@ def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_vm):
 
 
 @pytest.mark.parametrize("backend", ["python", "qemu"])
-def test_qemu_ivshmem_client_as_peer(make_server, launch_vm, qemu_binary, short_tmp, backend):
+def test_qemu_ivshmem_client_as_peer(make_server, launch_dev, qemu_binary, short_tmp, backend):
     """QEMU's interactive ivshmem-client: the guest rings it (it reports the notification),
     and `int <guest> 0` from its prompt pulses the guest's IRQ."""
-    from ivflat.client import IvshmemClientProcess
     from ivflat.paths import tool_beside
+    from ivflat.qemu_client import QemuIvshmemClient
 
     binary = tool_beside(qemu_binary, "ivshmem-client")
     if binary is None:
         pytest.skip("QEMU's ivshmem-client not found beside --qemu nor in the reference build")
     server = make_server(kind=backend, vectors=1)
-    vm = launch_vm(server)
-    vm.irq_intercept_in(board.IRQ_INTERCEPT_QOM)
-    dev = IvshmemFlat(vm)
-    client = IvshmemClientProcess(binary, server.socket_path, logdir=short_tmp)
+    dev = launch_dev(server)
+    client = QemuIvshmemClient(binary, server.socket_path, logdir=short_tmp)
     try:
         client.start()
-        vm.wait_vectors(client.own_id, 1)
+        dev.vm.wait_vectors(client.own_id, 1)
         dev.ring(client.own_id, 0)
         client.expect_notification(vector=0)
         mark = dev.mark()

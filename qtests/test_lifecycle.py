@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
 from ivflat.machine import QMPError
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -16,7 +15,6 @@ def test_system_reset_keeps_id_memory_and_notifications(dev, ivshmem_server):
     (host-owned memory) and doorbell->IRQ delivery are unchanged."""
     vm = dev.vm
     own = dev.ivposition
-    vm.wait_vectors(own, 1)
     dev.shm_write(0, b"survives reset")
     vm.qmp("system_reset")
     vm.wait_event("RESET")
@@ -28,24 +26,22 @@ def test_system_reset_keeps_id_memory_and_notifications(dev, ivshmem_server):
     dev.wait_pulses(1, since=mark)
 
 
-def test_device_del_is_refused_cleanly(vm):
+def test_device_del_is_refused_cleanly(vm, dev):
     """device_del on the sysbus device is refused (the main system bus does not hotplug)
     with an error naming the reason; QEMU and the device keep working."""
-    dev = IvshmemFlat(vm)
     own = dev.ivposition
     with pytest.raises(QMPError, match=r"main-system-bus.* does not support hotplugging"):
         vm.qmp("device_del", id="ivshmem0")
     assert vm.qom_get("/machine/peripheral/ivshmem0", "realized") is True
     assert dev.ivposition == own
-    vm.wait_vectors(own, 1)
     mark = dev.mark()
     dev.ring(own, 0)
     dev.wait_pulses(1, since=mark)
 
 
-def test_quit_is_clean(vm, ivshmem_server):
+def test_quit_is_clean(vm, dev, ivshmem_server):
     """QMP quit: exit status 0, no crash message, and the server sees the peer leave."""
-    own = IvshmemFlat(vm).ivposition
+    own = dev.ivposition
     assert own in ivshmem_server.wait_peers(1)
     vm.qmp("quit")
     assert vm.wait_exit() == 0
@@ -54,9 +50,8 @@ def test_quit_is_clean(vm, ivshmem_server):
     assert own not in ivshmem_server.peers
 
 
-def test_irq_line_shared_with_nothing(vm):
+def test_irq_line_shared_with_nothing(vm, dev):
     """The default NVIC input is not driven by any board device: intercepting the armv7m
     inputs shows no activity on it until the device rings."""
-    dev = IvshmemFlat(vm)
     dev.settle()
     assert vm.irq_events(board.IRQ_LINE) == []

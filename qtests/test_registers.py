@@ -8,24 +8,23 @@ import re
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
 from ivflat.known_bugs import known_bug
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
 @pytest.mark.parametrize("peer_id", [0, 1, 7, 0x1234, 0xFFFE])
-def test_ivposition_reports_server_assigned_id(make_server, launch_vm, peer_id):
+def test_ivposition_reports_server_assigned_id(make_server, launch_dev, peer_id):
     """IVPOSITION is the peer id the server handed out in the greeting, for small, large
-    and 16-bit-boundary ids (the device keeps the id as uint16)."""
+    and 16-bit-boundary ids (the device keeps the id as uint16). No vector wait
+    (``vectors=0``): it would look for the vectors of whatever id IVPOSITION says."""
     server = make_server(kind="python", ids=[peer_id])
-    vm = launch_vm(server)
-    assert IvshmemFlat(vm).ivposition == peer_id
+    assert launch_dev(server, vectors=0).ivposition == peer_id
 
 
-def test_ivposition_differs_per_connection(ivshmem_server, launch_vm):
+def test_ivposition_differs_per_connection(ivshmem_server, launch_dev):
     """Two guests on one server get distinct ids, and each reads its own."""
-    a, b = IvshmemFlat(launch_vm(ivshmem_server)), IvshmemFlat(launch_vm(ivshmem_server))
+    a, b = (launch_dev(ivshmem_server, vectors=0) for _ in range(2))
     assert a.ivposition != b.ivposition
     assert {a.ivposition, b.ivposition} == set(ivshmem_server.wait_peers(2))
 

@@ -9,7 +9,6 @@ import re
 import pytest
 
 from ivflat import board
-from ivflat.device import IvshmemFlat
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -21,9 +20,9 @@ def _offsets(size: int) -> list[int]:
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s // 1024}KiB")
-def test_host_and_guest_see_each_others_writes(make_server, launch_vm, size):
+def test_host_and_guest_see_each_others_writes(make_server, launch_dev, size):
     server = make_server(shm_size=size)
-    dev = IvshmemFlat(launch_vm(server, shmem_size=size))
+    dev = launch_dev(server, shmem_size=size)
     for off in _offsets(size):
         pattern = os.urandom(16)
         server.write(off, pattern)
@@ -70,9 +69,8 @@ def test_shmem_at_another_address(ivshmem_server, launch_vm):
     assert vm.bufread(board.SHMEM_ADDR, 5) != b"moved"
 
 
-def test_memory_is_shared_between_two_guests(ivshmem_server, launch_vm):
-    a = IvshmemFlat(launch_vm(ivshmem_server))
-    b = IvshmemFlat(launch_vm(ivshmem_server))
+def test_memory_is_shared_between_two_guests(ivshmem_server, launch_dev):
+    a, b = launch_dev(ivshmem_server), launch_dev(ivshmem_server)
     a.shm_write(0x100, b"from a")
     assert b.shm_read(0x100, 6) == b"from a"
     b.shm_write(board.SHMEM_SIZE - 6, b"from b")

@@ -453,12 +453,12 @@ def test_make_server_kinds(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_on_python_server(start_server, short_tmp):
-    from ivflat.client import IvshmemClientProcess
+    from ivflat.qemu_client import QemuIvshmemClient
 
     binary = _tool("ivshmem-client")
     srv = start_server(vectors=2)
     with HostPeer(srv.socket_path) as host, \
-            IvshmemClientProcess(binary, srv.socket_path, logdir=short_tmp) as client:
+            QemuIvshmemClient(binary, srv.socket_path, logdir=short_tmp) as client:
         assert client.own_id == 1
         client.wait_peer_vectors(client.own_id, 2)
         client.wait_peer_vectors(host.id, 2)
@@ -482,11 +482,11 @@ def test_qemu_client_on_python_server(start_server, short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_cannot_connect_is_an_error(short_tmp):
-    from ivflat.client import IvshmemClientError, IvshmemClientProcess
+    from ivflat.qemu_client import IvshmemClientError, QemuIvshmemClient
 
     binary = _tool("ivshmem-client")
     with pytest.raises(IvshmemClientError, match="cannot connect"):
-        IvshmemClientProcess(binary, short_tmp / "nobody.sock").start()
+        QemuIvshmemClient(binary, short_tmp / "nobody.sock").start()
     assert _harness_threads() == []
 
 
@@ -549,14 +549,14 @@ def test_qemu_server_early_exit_reports_output(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_on_qemu_server(short_tmp):
-    from ivflat.client import IvshmemClientProcess
+    from ivflat.qemu_client import QemuIvshmemClient
     from ivflat.qemu_server import QemuIvshmemServer
 
     server, client_bin = _tool("ivshmem-server"), _tool("ivshmem-client")
     fds_before = set(os.listdir("/proc/self/fd"))
     with QemuIvshmemServer(server, short_tmp / "q.sock", vectors=1,
                            shm_size=SIZE) as srv, HostPeer(srv.socket_path) as host, \
-            IvshmemClientProcess(client_bin, srv.socket_path) as client:
+            QemuIvshmemClient(client_bin, srv.socket_path) as client:
         assert client.own_id == 1
         host.wait_peer_vectors(1, 1)
         client.wait_peer_vectors(host.id, 1)

@@ -26,8 +26,9 @@ from ivflat.ci.qemubuild import user_source
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO, cache_dir
+from ivflat.timeouts import scaled
 
-from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git, scaled
+from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from ivflat import board, timeouts
-from ivflat.device import IvshmemFlat
-from ivflat.machine import GuestMachine, IvshmemFlatDevice, QtestMachine
+from ivflat.driver import IvshmemFlatDriver
+from ivflat.machine import DeviceConfig, GuestMachine, QtestMachine
 from ivflat.machine.output import StderrCapture
 from ivflat.plugin import _stop_machines
 from ivflat.qtest import QTestTimeout
@@ -45,7 +45,7 @@ def test_late_reply_of_a_timed_out_request_is_not_the_next_ones(vm):
 
 
 def _lagging_reader(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """Make every QEMUMachine's stderr reader slow, as on a machine starved of CPU."""
+    """Make every Machine's stderr reader slow, as on a machine starved of CPU."""
     take = StderrCapture._take_line
 
     def slow(self: StderrCapture, line: str) -> bool:
@@ -55,11 +55,10 @@ def _lagging_reader(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setattr(StderrCapture, "_take_line", slow)
 
 
-def test_trace_fence_waits_for_a_lagging_reader(vm, monkeypatch):
+def test_trace_fence_waits_for_a_lagging_reader(vm, dev, monkeypatch):
     """200 register reads, each traced, while the stderr reader lags: after
     sync_traces() every one of their traces is there (the fence waits for a marker QEMU
     writes after them, not for a count of traces that earlier reads can satisfy)."""
-    dev = IvshmemFlat(vm)
     before = len(vm.traces("ivshmem_flat_read_mmr"))
     _lagging_reader(monkeypatch, 0.001)
     for _ in range(200):
@@ -97,7 +96,7 @@ def test_crash_at_shutdown_is_a_test_error(tmp_path, wired_qemu, ivshmem_server,
     (through the fixtures' _stop_machines), with the death reason."""
     vm = QtestMachine(_fake_sanitizer(tmp_path, wired_qemu, epilogue), name="vm0",
                       workdir=tmp_path / "vm0",
-                      devices=[IvshmemFlatDevice(Path(ivshmem_server.socket_path))])
+                      devices=[DeviceConfig(Path(ivshmem_server.socket_path))])
     try:
         vm.launch()
         vm.qmp("query-status")  # QMP up: shutdown quits through it, no signal of ours
@@ -146,7 +145,7 @@ def test_server_socket_path_qemu_cannot_take_verbatim(short_tmp, launch_vm, wher
     server = _server_at(path)
     try:
         vm = launch_vm(server)
-        assert IvshmemFlat(vm).ivposition == server.wait_peers(1)[0]
+        assert IvshmemFlatDriver(vm).ivposition == server.wait_peers(1)[0]
         vm.shutdown()
     finally:
         server.stop()
@@ -162,7 +161,7 @@ def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired
 
     vm = GuestMachine(wired_qemu, name="g", workdir=tmp_path / "g",
                       kernel=firmware_dir / "hello.elf",
-                      devices=[IvshmemFlatDevice(Path(ivshmem_server.socket_path))],
+                      devices=[DeviceConfig(Path(ivshmem_server.socket_path))],
                       server=ivshmem_server)
     script = write_reproducer(vm, tmp_path / "repro")
     shm_before = set(os.listdir("/dev/shm"))

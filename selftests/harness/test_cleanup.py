@@ -31,22 +31,22 @@ from ivflat import reaper, timeouts
 from ivflat.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
+MARKER_VAR = "IVF_CLEANUP_MARKER"  # in the environment of everything an inner run starts
 
 INNER = '''
 import os
 import pytest
-from ivflat.device import IvshmemFlat
 
 def _started(vm, host_peer):
     os.write(int(os.environ["IVF_STARTED_FD"]), b"up")
 
-def test_passes(vm, host_peer):
+def test_passes(vm, dev, host_peer):
     _started(vm, host_peer)
-    assert IvshmemFlat(vm).ivposition != host_peer.id
+    assert dev.ivposition != host_peer.id
 
-def test_fails(vm, host_peer):
+def test_fails(vm, dev, host_peer):
     _started(vm, host_peer)
-    IvshmemFlat(vm).ring(IvshmemFlat(vm).ivposition, 0)
+    dev.ring(dev.ivposition, 0)
     assert False, "deliberate failure"
 
 @pytest.mark.timeout(3, func_only=True)
@@ -84,15 +84,7 @@ class Inner:
 
 
 def _marked_pids(marker: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if marker.encode() in (d / "environ").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
+    return reaper.pids_with_env(MARKER_VAR, marker)
 
 
 def _leftovers(inner: Inner) -> dict[str, list]:
@@ -133,7 +125,7 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
     # a private, short TMPDIR (UNIX socket paths must stay < 108 bytes): whatever the inner
     # run leaves there is its own, even with other xdist workers busy in /tmp
     private_tmp = private_tmp or Path(tempfile.mkdtemp(prefix="ivfc-"))
-    env.update(IVF_CLEANUP_MARKER=marker, IVF_STARTED_FD=str(ready_w),
+    env.update({MARKER_VAR: marker}, IVF_STARTED_FD=str(ready_w),
                TMPDIR=str(private_tmp), **(extra_env or {}),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))

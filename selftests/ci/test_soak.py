@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from ivflat.paths import reference_tool
+from ivflat.timeouts import scaled
 
-from .tools import SOAK, marked_pids, scaled, started_tool
+from .tools import SOAK, marked_pids, started_tool
 
 
 def test_soak_two_runs_under_load() -> None:

@@ -1,7 +1,7 @@
 """pytest plugin for the ci/ self-tests: cut the JUnit XML short after pytest wrote it.
 
 What a pytest killed while writing, or a full disk, leaves behind. Given with ``-p
-qtests.ci.truncate_junit_plugin``; the tools must treat it as their own failure (abort the
+selftests.ci.truncate_junit_plugin``; the tools must treat it as their own failure (abort the
 bisect, exit 3), never as "no test failed" or "bad".
 """
 

@@ -1,7 +1,7 @@
 """pytest plugin for the ci/ self-tests: a test body is running (its QEMU is up).
 
 The Ctrl-C self-test needs to interrupt ci/bisect while a bisect step's pytest has QEMU
-running, and must not guess when that is. Given with ``-p qtests.ci.ready_plugin`` in the
+running, and must not guess when that is. Given with ``-p selftests.ci.ready_plugin`` in the
 PYTEST-ARGS, this plugin sends one datagram per test to the UNIX socket named in
 ``$IVF_CI_READY_SOCKET``: ``test <pid of the process that started pytest> <test id>``. Without the
 variable, with nobody listening or with the listener's queue full (it only reads while it

@@ -33,6 +33,7 @@ from ivflat.ci.bisect import load_steps
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO as ROOT
+from ivflat.timeouts import scaled
 
 from .tools import (
     BISECT,
@@ -47,7 +48,6 @@ from .tools import (
     processes_mentioning,
     repo_state,
     run_tool,
-    scaled,
     started_tool,
 )
 
@@ -140,13 +140,13 @@ def ctrl_c_tool(cmd: list[str], tmp_path: Path, work: Path, pattern: str | None 
 def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: str) -> None:
     """Ctrl-C in a step of `git bisect run` (after it skipped the unbuildable commit): while
     it compiles (held by compile_gate.py), or while a test body runs with QEMU up (a
-    datagram from qtests/ci/ready_plugin.py in a pytest started by the step)."""
+    datagram from selftests/ci/ready_plugin.py in a pytest started by the step)."""
     repo, work = history["repo"], history["work"]
     if when == "building":
         warm_build(repo, history["tip"])
     before = repo_state(repo)
     cmd = [sys.executable, str(BISECT), history["base"], history["tip"], "--source", str(repo),
-           "--", *SELECT, "-p", "qtests.ci.ready_plugin"]
+           "--", *SELECT, "-p", "selftests.ci.ready_plugin"]
     if when == "building":
         rc, err = ctrl_c_tool(cmd, tmp_path, work, r"SKIP \(cannot build.*?: building \.\.\.\n",
                               kind="compile")
@@ -177,7 +177,7 @@ def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path
     patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))
     before = repo_state(repo)
     cmd = [sys.executable, str(VALIDATE), str(patch), "--source", str(repo),
-           "--base", f"{history['breaks']}^", "--", *SELECT, "-p", "qtests.ci.ready_plugin"]
+           "--base", f"{history['breaks']}^", "--", *SELECT, "-p", "selftests.ci.ready_plugin"]
     if when == "building":
         rc, err = ctrl_c_tool(cmd, tmp_path, work, r"building patched .*\.\.\.\n",
                               kind="compile")

@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 
 from ivflat.ci.gitrepo import FIXED_ENV
-from ivflat.ci.proc import STOP_GRACE, timeout_scale
+from ivflat.ci.proc import STOP_GRACE
 from ivflat.paths import REPO
+from ivflat.reaper import pids_with_env
+from ivflat.timeouts import scaled
 
 BISECT = REPO / "ci" / "bisect"
 VALIDATE = REPO / "ci" / "validate-patch"
@@ -36,10 +38,6 @@ MARKER_VAR = "IVF_CI_SELFTEST_MARKER"
 History = dict[str, Any]  # the synthetic history: repo, commit ids, work clone path
 TOOL_TIMEOUT = 3000.0  # a whole bisect on a loaded machine (x scale)
 EVENT_TIMEOUT = 900.0  # until a progress event of a tool (x scale)
-
-
-def scaled(seconds: float) -> float:
-    return seconds * timeout_scale()
 
 
 def git(repo: Path, *args: str) -> str:
@@ -83,16 +81,8 @@ def fake_qemu_repo(path: Path, device: bool = False) -> Path:
 
 
 def marked_pids(marker: str) -> list[int]:
-    """Processes whose environment carries *marker*: everything a tool started, however
-    deep, whatever session it moved to (QEMU runs in its own); found through /proc."""
-    pids = []
-    needle = f"{MARKER_VAR}={marker}".encode()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(d.name))
-    return pids
+    """Processes whose environment carries *marker*: everything a tool started."""
+    return pids_with_env(MARKER_VAR, marker)
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -158,8 +148,8 @@ def run_tool(cmd: list[str], env: dict[str, str] | None = None,
 
 class Events:
     """What a running tool says: its stderr, and datagrams on a UNIX socket from
-    qtests/ci/ready_plugin.py ("test <ppid> <nodeid>": a test body runs, its QEMU up) and
-    qtests/ci/compile_gate.py ("compile <ppid> <file>": a compile is held)."""
+    selftests/ci/ready_plugin.py ("test <ppid> <nodeid>": a test body runs, its QEMU up) and
+    selftests/ci/compile_gate.py ("compile <ppid> <file>": a compile is held)."""
 
     def __init__(self, sock_path: Path) -> None:
         self.path = sock_path

@@ -78,7 +78,7 @@ def test_pytest_reports_bad_qemu_as_usage_error(bad):
     """`pytest --qemu BAD` exits with pytest's usage-error status and one clear line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     res = subprocess.run([sys.executable, "-m", "pytest", f"--qemu={bad}", "-q",
-                          "qtests/test_probe.py::test_missing_path_is_a_clear_error"],
+                          "selftests/harness/test_probe.py::test_missing_path_is_a_clear_error"],
                          cwd=REPO, capture_output=True, text=True, env=env,
                          timeout=timeouts.scaled(120))
     assert res.returncode == 4, res.stdout + res.stderr

@@ -17,6 +17,7 @@ import pytest
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import cache_dir
+from ivflat.timeouts import scaled
 
 from .tools import (
     BISECT,
@@ -26,7 +27,6 @@ from .tools import (
     git,
     repo_state,
     run_tool,
-    scaled,
     started_tool,
 )
 
@@ -72,7 +72,7 @@ def test_truncated_junit_aborts_the_bisect_step(history: History, tmp_path: Path
         wc.checkout(history["base"])
         res = run_tool([sys.executable, str(BISECT), "--step", "--run-dir",
                         str(tmp_path / "run"), "--", "-k", "test_ivposition", "-p",
-                        "qtests.ci.truncate_junit_plugin"], cwd=wc.path)
+                        "selftests.ci.truncate_junit_plugin"], cwd=wc.path)
         assert git(wc.path, "status", "--porcelain", "--untracked-files=no") == ""
     assert res.returncode == 128, res.stderr
     assert "INTERNAL ERROR" in res.stderr and "cannot read the JUnit XML" in res.stderr
