@@ -61,18 +61,31 @@ def test_real_range_goes_along_first_parents_and_pre_device_commits_skip(
     assert rec["verdict"] == "skip" and "has no hw/misc/ivshmem-flat.c" in rec["reason"]
 
 
-def test_real_range_end_to_end() -> None:
-    """ci/bisect FIRST MASTER on the real history: both ends are built (offline: the
-    subprojects are copied), wired with their own variant, and tested; the device's whole
-    life on master passes the selection, so the answer is "nothing to bisect" (exit 2),
-    with both ends' records in the run's steps."""
-    res = run_tool([sys.executable, str(BISECT), FIRST, MASTER, "--source", str(src()),
-                    "--", "-k", "test_ivposition"])
+def _bisect(*args: str) -> tuple[int, str, dict]:
+    res = run_tool([sys.executable, str(BISECT), *args, "--source", str(src()), "--",
+                    "-k", "test_ivposition"])
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
-    steps = load_steps(run_dir)
-    assert "first parents only" in res.stderr, res.stderr
-    assert res.returncode == 2 and "passes the selected tests" in res.stderr, res.stderr
-    assert [r["verdict"] for r in steps.values()] == ["good"], steps
-    log = next(iter((run_dir / "steps").glob("*/build.log"))).read_text()
+    return res.returncode, res.stderr, load_steps(run_dir) | {"dir": run_dir}
+
+
+def test_real_range_end_to_end() -> None:
+    """ci/bisect FIRST MASTER on the real history. The device's whole life on master passes
+    the selection (no commit in the range changes what the suite sees), so the honest
+    answer is "nothing to bisect" (exit 2) after testing BAD (master: 20-master.patch,
+    offline subprojects); --first-fixed FIRST MASTER tests both ends, so it also builds
+    and tests the device's first commit (10.0.patch, with fuzz) and answers "BROKEN
+    passes" (exit 2)."""
+    rc, err, steps = _bisect(FIRST, MASTER)
+    assert "first parents only" in err, err
+    assert rc == 2 and "passes the selected tests: nothing to bisect" in err, err
+    master = resolve_rev(src(), MASTER)
+    assert steps[master]["verdict"] == "good", steps
+    log = (steps["dir"] / "steps" / master[:12] / "build.log").read_text()
     assert "20-master.patch" in log and "subprojects: keycodemapdb:" in log, log
-    print(json.dumps(list(steps.values()), indent=1))
+    rc, err, steps = _bisect("--first-fixed", FIRST, MASTER)
+    assert rc == 2 and "BROKEN" in err and "passes the selected tests" in err, err
+    first = resolve_rev(src(), FIRST)
+    assert steps[master]["verdict"] == steps[first]["verdict"] == "good", steps
+    log = (steps["dir"] / "steps" / first[:12] / "build.log").read_text()
+    assert "10.0.patch" in log, log
+    print(json.dumps({k: v for k, v in steps.items() if k != "dir"}, indent=1))
