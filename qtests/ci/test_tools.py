@@ -22,7 +22,12 @@ from ivflat.ci import wiring
 from ivflat.ci.bisect import step_command
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import InternalError
-from ivflat.ci.qemubuild import origin_tree, subproject_donors, user_source
+from ivflat.ci.qemubuild import (
+    configure_stamp,
+    origin_tree,
+    subproject_donors,
+    user_source,
+)
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO, cache_dir
@@ -314,3 +319,16 @@ def test_subproject_donors_user_tree_then_debian(cache: Path, tmp_path: Path) ->
     git(tmp_path, "clone", "-q", "--shared", str(git_common_dir(user)), str(clone))
     assert origin_tree(clone) == user
     assert origin_tree(user) is None  # no origin
+
+
+def test_build_dir_is_configured_afresh_when_the_options_change(tmp_path: Path) -> None:
+    """An in-place bisect step from master back to 9.2 kept master's build dir; meson's
+    regeneration failed on an option 9.2 does not know ("Unknown options: gdb") and the
+    commit became a false skip (seen on the real history). The configure stamp now holds
+    the options file: another meson_options.txt, another stamp, a fresh configure."""
+    (tmp_path / "meson_options.txt").write_text("option('gdb', type: 'feature')\n")
+    newer = configure_stamp(tmp_path, ["configure", "--x"])
+    assert newer == configure_stamp(tmp_path, ["configure", "--x"])
+    (tmp_path / "meson_options.txt").write_text("option('docs', type: 'feature')\n")
+    assert configure_stamp(tmp_path, ["configure", "--x"]) != newer
+    assert configure_stamp(tmp_path, ["configure", "--y"]).startswith("configure\n--y\n")
