@@ -2,8 +2,15 @@
 
 The history is built on Debian's QEMU source as a git repository -- harmless commits, one
 commit that breaks IVPOSITION the way a developer plausibly would, a commit that does not
-build (and its fix), more harmless commits -- cached under ``<cache>/selftest/``, keyed by
-the Debian version and the recipe below.
+build (and its fix), more harmless commits, then the commit that fixes IVPOSITION (for
+``ci/bisect --first-fixed``) and one more harmless commit -- cached under
+``<cache>/selftest/``, keyed by the Debian version and the recipe below.
+
+Like a real QEMU checkout, the history does not carry the meson subprojects in git: its
+first commit drops them from the index (``DROPPED``), and they stay in the repository's
+work tree as meson leaves them after downloading them (ignored by
+``subprojects/.gitignore``). So the tools' private clones and ``git archive`` exports have
+none, and every build must take them from the user's tree (``ivflat.subprojects``).
 """
 
 from __future__ import annotations
@@ -58,8 +65,14 @@ HISTORY: list[tuple[str, str, str, str, str]] = [
      "    case INTSTATUS:", "harmless"),
     ("docs/ivshmem-flat: wording", DOC,
      "is meant to be used on machines", "is intended for machines", "harmless"),
+    # After "tip": the fix lands (what ci/bisect --first-fixed finds), then one more commit.
+    ("ivshmem-flat: IVPOSITION is the id the server assigned", DEV,
+     "ret = s->own.id + 1;", "ret = s->own.id;", "fixes"),
+    ("docs/ivshmem-flat: wording again", DOC,
+     "is intended for machines", "is meant for machines", "harmless"),
 ]
-RECIPE = hashlib.sha256(json.dumps(HISTORY).encode()).hexdigest()[:12]
+DROPPED = ("keycodemapdb", "berkeley-softfloat-3", "berkeley-testfloat-3")
+RECIPE = hashlib.sha256(json.dumps([DROPPED, HISTORY]).encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager
@@ -106,6 +119,11 @@ def _make_history(base_repo: Path, cache: Path) -> History:
         subprocess.run(["git", "clone", "-q", "--shared", str(base_repo), str(tmp)],
                        check=True)
         env = dict(os.environ, **FIXED_ENV)
+        subprocess.run(["git", "-C", str(tmp), "rm", "-r", "-q", "--cached",
+                        *(f"subprojects/{n}" for n in DROPPED)], check=True, env=env)
+        subprocess.run(["git", "-C", str(tmp), "commit", "-q", "-m",
+                        "subprojects: not in git (meson downloads them)"], check=True,
+                       env=env)
         for subject, path, old, new, _role in HISTORY:
             f = tmp / path
             text = f.read_text()
@@ -117,11 +135,13 @@ def _make_history(base_repo: Path, cache: Path) -> History:
         shutil.rmtree(repo, ignore_errors=True)
         tmp.rename(repo)
     commits = git(repo, "rev-list", "--reverse", "HEAD").split()
-    base, rest = commits[0], commits[1:]
+    base, rest = commits[1], commits[2:]  # commits[0]: Debian's tree with subprojects
     roles = {role: [c for c, h in zip(rest, HISTORY, strict=True) if h[4] == role]
-             for role in ("harmless", "breaks", "unbuildable")}
-    return {"repo": repo, "base": base, "tip": rest[-1], "breaks": roles["breaks"][0],
-            "unbuildable": roles["unbuildable"][0],
-            "work": WorkClone(git_common_dir(repo)).path}
+             for role in ("harmless", "breaks", "unbuildable", "fixes")}
+    fixed = roles["fixes"][0]
+    # "tip": the last commit before the fix (still broken); "head": after it
+    return {"repo": repo, "base": base, "tip": rest[rest.index(fixed) - 1],
+            "breaks": roles["breaks"][0], "unbuildable": roles["unbuildable"][0],
+            "fixed": fixed, "head": rest[-1], "work": WorkClone(git_common_dir(repo)).path}
 
 

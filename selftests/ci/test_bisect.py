@@ -6,6 +6,9 @@ reports no difference). So on a small history built on Debian's QEMU source (see
 we check that:
 
 * ci/bisect names the breaking commit and the failing test, skipping the unbuildable commit;
+  the history has no meson subprojects in git, so every step builds offline only because
+  the build copies them from the user's checkout (and says so in the step's build log);
+* ci/bisect --first-fixed names the commit that fixes it;
 * ci/validate-patch, given the breaking commit as a patch, reports the newly failing tests
   and exits non-zero;
 * neither leaves bisect state, worktrees, changes or processes in the "user's" repository;
@@ -23,6 +26,7 @@ reference build (ci/build-qemu) for the Debian source tree. Marked slow: run wit
 from __future__ import annotations
 
 import difflib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +37,7 @@ from ivflat.ci.bisect import load_steps
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO as ROOT
+from ivflat.subprojects import NEEDED
 from ivflat.timeouts import scaled
 
 from .tools import (
@@ -59,6 +64,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)
 
 def test_bisect_names_the_breaking_commit(history: History) -> None:
     repo, work = history["repo"], history["work"]
+    for name in NEEDED:  # as in a fresh clone: the next build must copy them again
+        shutil.rmtree(work / "subprojects" / name, ignore_errors=True)
     before = repo_state(repo)
     res = run_tool([sys.executable, str(BISECT), history["base"], history["tip"],
                     "--source", str(repo), "--", *SELECT])
@@ -74,9 +81,34 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
     assert "build failed" in unbuildable["reason"], unbuildable
     assert steps[history["base"]]["verdict"] == "good"
     assert steps[history["tip"]]["verdict"] == "bad"
+    # the first build (BAD's) took the subprojects git lacks from the user's checkout
+    log = (run_dir / "steps" / history["tip"][:12] / "build.log").read_text()
+    for name in NEEDED:
+        assert f"subprojects: {name}: copied from {repo}/subprojects/{name}" in log, log
     assert repo_state(repo) == before
     assert_clone_reset(work)
     assert processes_mentioning(str(work)) == []
+
+
+def test_bisect_first_fixed_names_the_fix(history: History) -> None:
+    """Reverse mode: BROKEN = the breaking commit, FIXED = the head; the first commit where
+    test_ivposition passes again is the fix (the unbuildable commit in between skipped)."""
+    repo, work = history["repo"], history["work"]
+    before = repo_state(repo)
+    res = run_tool([sys.executable, str(BISECT), "--first-fixed", history["breaks"],
+                    history["head"], "--source", str(repo), "--", *SELECT])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"First fixed commit: {history['fixed']}" in res.stdout, res.stdout
+    fixes = res.stdout.split("Tests it fixes")[1]
+    assert "test_ivposition_reports_server_assigned_id" in fixes, res.stdout
+    run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
+    steps = load_steps(run_dir)
+    assert steps[history["breaks"]]["verdict"] == "bad"  # the tests fail at BROKEN
+    assert steps[history["head"]]["verdict"] == "good"
+    assert steps[history["fixed"]]["verdict"] == "good"
+    assert steps[history["tip"]]["verdict"] == "bad" or history["tip"] not in steps
+    assert repo_state(repo) == before
+    assert_clone_reset(work)
 
 
 def assert_clone_reset(work: Path) -> None:

@@ -22,10 +22,16 @@ from ivflat.ci import wiring
 from ivflat.ci.bisect import step_command
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import InternalError
-from ivflat.ci.qemubuild import user_source
+from ivflat.ci.qemubuild import (
+    configure_stamp,
+    origin_tree,
+    subproject_donors,
+    user_source,
+)
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO, cache_dir
+from ivflat.subprojects import NEEDED
 from ivflat.timeouts import scaled
 
 from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git
@@ -274,3 +280,56 @@ def test_flavour_reaches_build_qemu(tmp_path: Path, flavour: str) -> None:
     assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
     res = run(str(VALIDATE), str(series), "--sanitize", "--coverage")
     assert res.returncode == 2 and "not allowed with" in res.stderr, res.stderr
+
+
+def _subprojects(tree: Path, have: tuple[str, ...]) -> None:
+    """``subprojects/<name>.wrap`` for every needed one, a downloaded copy of *have*."""
+    sub = tree / "subprojects"
+    sub.mkdir(parents=True, exist_ok=True)
+    for name in NEEDED:
+        (sub / f"{name}.wrap").write_text(f"[wrap-git]\nrevision = r-{name}\n")
+    for name in have:
+        (sub / name).mkdir()
+        (sub / name / "meson.build").write_text(f"project('{name}')\n")
+
+
+def test_subproject_donors_user_tree_then_debian(cache: Path, tmp_path: Path) -> None:
+    """The export of a git tree (no subprojects in git) takes the user's downloaded ones
+    first, the rest from Debian's unpacked tree in the cache; a private clone's donor is the
+    checkout it was cloned from; ci/build-qemu says what it copied from where."""
+    user = fake_qemu_repo(tmp_path / "user", device=True)
+    _subprojects(user, have=("keycodemapdb",))
+    (user / ".gitignore").write_text("/subprojects/*/\n")
+    git(user, "add", "subprojects", ".gitignore")
+    git(user, "commit", "-q", "-m", "wraps")
+    debian = cache / "src" / "debian" / "qemu-1_10.0.13+ds-1"
+    _subprojects(debian, have=NEEDED)
+    (debian / ".unpacked").write_text("1:10.0.13+ds-1\n")
+    (cache / "src" / "debian" / "qemu-half").mkdir()  # no .unpacked: never a donor
+    assert subproject_donors(cache, user) == [user, debian]
+    res = tool(str(BUILD_QEMU), "--source", str(user))
+    assert res.returncode == 125, res.stderr  # declined by the wiring, after the export
+    said = [ln for ln in res.stderr.splitlines() if "subprojects:" in ln]
+    assert said == [
+        f"build-qemu: subprojects: keycodemapdb: copied from {user}/subprojects/keycodemapdb",
+        *(f"build-qemu: subprojects: {n}: copied from {debian}/subprojects/{n}"
+          for n in NEEDED[1:])], res.stderr
+    (export,) = (cache / "src" / "git").glob("git-*[0-9a-f]")
+    assert all((export / "subprojects" / n / "meson.build").is_file() for n in NEEDED)
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--shared", str(git_common_dir(user)), str(clone))
+    assert origin_tree(clone) == user
+    assert origin_tree(user) is None  # no origin
+
+
+def test_build_dir_is_configured_afresh_when_the_options_change(tmp_path: Path) -> None:
+    """An in-place bisect step from master back to 9.2 kept master's build dir; meson's
+    regeneration failed on an option 9.2 does not know ("Unknown options: gdb") and the
+    commit became a false skip (seen on the real history). The configure stamp now holds
+    the options file: another meson_options.txt, another stamp, a fresh configure."""
+    (tmp_path / "meson_options.txt").write_text("option('gdb', type: 'feature')\n")
+    newer = configure_stamp(tmp_path, ["configure", "--x"])
+    assert newer == configure_stamp(tmp_path, ["configure", "--x"])
+    (tmp_path / "meson_options.txt").write_text("option('docs', type: 'feature')\n")
+    assert configure_stamp(tmp_path, ["configure", "--x"]) != newer
+    assert configure_stamp(tmp_path, ["configure", "--y"]).startswith("configure\n--y\n")

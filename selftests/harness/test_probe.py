@@ -49,6 +49,20 @@ def test_reference_build_is_wired_with_qtest():
     assert caps.has_device_type and caps.user_creatable and caps.wired and caps.qtest_accel
     assert caps.missing_props == []
     assert caps.device_skip_reason is None and caps.qtest_skip_reason is None
+    assert caps.wiring == "suite"
+
+
+def test_wiring_classified_by_its_realize_error():
+    """The suite's wiring checks the addresses before the server; the upstream series'
+    (v3) connects to the server first: their errors for `-device ivshmem-flat` alone."""
+    from ivflat.wirings import classify, semantics
+
+    ours = ("qemu-system-arm: -device ivshmem-flat: ivshmem-flat: property "
+            "x-bus-address-iomem must be set to map the device registers")
+    series = ("qemu-system-arm: -device ivshmem-flat: ivshmem server socket not specified "
+              "or incorret. Can't create device.")
+    assert classify(ours) == "suite" and classify(series) == "series"
+    assert semantics("series").refuses_overlap and semantics("suite").refuses_overlap is None
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
