@@ -40,9 +40,13 @@ TOOL_TIMEOUT = 3000.0  # a whole bisect on a loaded machine (x scale)
 EVENT_TIMEOUT = 900.0  # until a progress event of a tool (x scale)
 
 
+# A brand-new machine has no git identity: the tests' own commits carry the tools' one.
+GIT_IDENTITY = {k: v for k, v in FIXED_ENV.items() if k.endswith(("_NAME", "_EMAIL"))}
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, env={**os.environ, **GIT_IDENTITY}).stdout.strip()
 
 
 def repo_state(repo: Path) -> tuple[str, ...]:
