@@ -75,3 +75,44 @@ def test_sigkilled_mutation_is_repaired_by_the_next_run(tmp_path: Path) -> None:
     assert "return 2;" in src.read_text()  # what a SIGKILL leaves
     assert mutants.restore_leftover(bdir)
     assert src.read_text() == ORIGINAL and not mutants.restore_leftover(bdir)
+
+
+def test_mutation_run_waits_for_a_build_of_the_tree(tmp_path: Path) -> None:
+    """ci/build-qemu holds the tree's lock while it compiles; a mutation run of the same
+    tree must wait for it (here: give up, with the timeouts scaled down) and never touch
+    the source meanwhile -- else the build could compile a mutant into the reference."""
+    bdir = _tree(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(REPO / "fixtures")!r})
+            from pathlib import Path
+            from ivflat.ci.proc import tree_lock
+            with tree_lock(Path({str(bdir.parent)!r})):
+                print("locked", flush=True)
+                sys.stdin.read()  # until the test closes stdin
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], scaled())
+        assert ready and holder.stdout.readline() == "locked\n", "the holder took no lock"
+        code = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(REPO / "fixtures")!r})
+            from pathlib import Path
+            from ivflat.ci import mutants
+            mutants.MUTANTS[:] = [("m", "returns 2", "return 1;", "return 2;")]
+            mutants.run(Path({str(bdir)!r}), None, [])
+            """)
+        env = dict(os.environ, IVSHMEM_TIMEOUT_SCALE="0.0003")  # ~1 s of BUILD_WAIT
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=scaled(60))
+        assert res.returncode != 0 and "still in use by another run" in res.stderr, \
+            res.stderr[-2000:]
+        assert mutants.device_source(bdir).read_text() == ORIGINAL
+        assert not mutants.restore_leftover(bdir)
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=scaled())
+        holder.stdout.close()

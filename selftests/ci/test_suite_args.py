@@ -1,0 +1,25 @@
+"""Which tests a tool runs: the catalogue, unless the developer's pytest arguments name
+tests of their own (ci/mutants -- qtests/test_fuzz.py: the fuzzer alone)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivflat.ci.suite import names_tests
+
+
+@pytest.mark.parametrize("args, named", [
+    ([], False),
+    (["-k", "test_ivposition", "-n", "2"], False),
+    (["--ignore=qtests/test_fuzz.py"], False),
+    (["--deselect", "qtests/test_fuzz.py::test_short_profile"], False),
+    (["--ignore", "qtests/test_fuzz.py", "-x"], False),
+    (["qtests/test_fuzz.py"], True),
+    (["-q", "qtests/test_fuzz.py::test_short_profile_finds_nothing_on_the_device_as_it_is"],
+     True),
+    (["-n", "2", "qtests/"], True),
+    (["no-such-file.py"], False),
+])
+def test_pytest_args_that_name_tests_replace_the_catalogue(args: list[str],
+                                                           named: bool) -> None:
+    assert names_tests(args) is named
