@@ -8,6 +8,7 @@ invariants and model honest on every run of the suite. The campaign tool's own b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from ivflat.known_bugs_plugin import expected_fixed
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 SEED = 20260213
+# "0": keep a failure unshrunk (ci/mutants wants verdicts, not minimal reproducers)
+SHRINK_ENV = "IVSHMEM_FUZZ_SHRINK"
 
 
 def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_caps,
@@ -30,19 +33,24 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
     (``--known-bugs-fixed``, e.g. a ci/build-qemu --with-fixes build). A tree carrying the
     whole fix series without saying so (ci/validate-patch's patched build) matches the
     model with every bug fixed instead: that is checked before calling it a new bug, so a
-    series that fixes the known bugs is no regression here (their own tests say FIXED)."""
+    series that fixes the known bugs is no regression here (their own tests say FIXED).
+    Verdicts come from unshrunk runs; only a failure is run again and shrunk
+    ($IVSHMEM_FUZZ_SHRINK=0: not even that)."""
     fixed = expected_fixed(pytestconfig, wired_qemu)[0]
     keep = Path(pytestconfig.getoption("--keep-artifacts")).resolve() / "fuzz"
 
-    def batch(mode: str):
+    def batch(mode: str, shrink: bool):
         config = FuzzConfig(binary=wired_qemu, qtest_accel=qemu_caps.qtest_accel,
                             mode=mode, fixed=fixed, workdir=short_tmp)
         return run_batch(config, seed=SEED, examples=12, steps=25, db=None,
-                         artifacts=keep / mode, derandomize=True)
+                         artifacts=keep / mode, derandomize=True, shrink=shrink)
 
-    failure = batch("expect")
-    if failure is not None and not fixed and batch("find") is None:
+    # the verdict from unshrunk runs (shrinking takes minutes); then, for a real failure,
+    # the same examples again, shrunk to a minimal program for the artifacts
+    failure = batch("expect", shrink=False)
+    if failure is not None and not fixed and batch("find", shrink=False) is None:
         failure = None  # every known bug fixed: the device as it should be
+    if failure is not None and os.environ.get(SHRINK_ENV, "1") != "0":
+        failure = batch("expect", shrink=True) or failure
     assert failure is None, (f"{failure.error}\n{failure.program}\n"
                              f"artifacts: {failure.artifacts}")
-
