@@ -42,7 +42,7 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
     def batch(mode: str, shrink: bool):
         config = FuzzConfig(binary=wired_qemu, qtest_accel=qemu_caps.qtest_accel,
                             mode=mode, fixed=fixed, workdir=short_tmp)
-        return run_batch(config, seed=SEED, examples=12, steps=25, db=None,
+        return run_batch(config, seed=SEED, examples=40, steps=30, db=None,
                          artifacts=keep / mode, derandomize=True, shrink=shrink)
 
     # the verdict from unshrunk runs (shrinking takes minutes); then, for a real failure,

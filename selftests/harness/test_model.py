@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from ivflat import board, known_bugs
-from ivflat.model import AS_IS, FIXED, Greeting, Model, Undefined, pieces
+from ivflat.model import AS_IS, FIXED, SHM_FAULTS, Greeting, Model, Undefined, pieces
 
 ID = 0x1234
 
@@ -174,6 +174,29 @@ def test_greetings():
     with pytest.raises(Undefined, match="eof-mid-greeting"):
         model().greeting_outcome(Greeting(close_mid=True))
     assert model(FIXED).greeting_outcome(Greeting(close_mid=True)) == "error"
+
+
+def test_bad_shared_memory_fails_realize():
+    """test_server_without_shm_fd_..., test_shm_size_mismatch_..., test_non_shm_fd_...:
+    no fd, a memfd of another size, a pipe or an eventfd instead of the memory: realize
+    fails, as is and fixed."""
+    for shm in SHM_FAULTS:
+        for bugs in (AS_IS, FIXED):
+            assert model(bugs).greeting_outcome(Greeting(shm=shm)) == "error", shm
+
+
+def test_own_vector_the_device_cannot_write_is_not_rung_by_doorbell():
+    """An own vector that is a pipe's read end: the device's DOORBELL to it (a write to its
+    fd) fails, so no pulse; a write from outside (the pipe's other end) still pulses once."""
+    m = model()
+    m.message(ID, fd=True, writable=False)  # vector 1
+    m.doorbell(board.doorbell_value(ID, 1))
+    m.doorbell(board.doorbell_value(ID, 0))
+    assert m.pulses == 1 and m.mute_own == {1}
+    fixed = model(FIXED)
+    fixed.message(ID, fd=True, writable=False)
+    fixed.notify_own(1)
+    assert fixed.pulses == 1
 
 
 def test_reset_keeps_everything():
