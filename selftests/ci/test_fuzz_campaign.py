@@ -44,3 +44,16 @@ def test_two_campaigns_share_a_database(wired_qemu, short_tmp):
     assert third.returncode == 1, out[-2000:]
     assert "found in example 1 of the batch" in out, \
         f"the saved failure was not replayed first:\n{out}"
+
+
+def test_rediscover_times_a_bug_and_names_it(wired_qemu):
+    """ci/fuzz-rediscover on one bug, two seeds: each run finds it (the failure is the
+    model's switch for that bug, nothing else) and the table row has both times and a
+    median; exit 0."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "ci" / "fuzz-rediscover"), "--only",
+         "unaligned-doorbell-write", "--seeds", "2", "--minutes", "2", "--qemu",
+         str(wired_qemu)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    row = [ln for ln in res.stdout.splitlines() if ln.startswith("| unaligned-doorbell-write")]
+    assert row and row[0].count(",") == 1 and "not found" not in row[0], res.stdout
