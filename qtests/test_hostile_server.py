@@ -16,6 +16,7 @@ import pytest
 from ivflat import board
 from ivflat.faults import Fault
 from ivflat.known_bugs import known_bug
+from ivflat.peer import readable
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -79,6 +80,25 @@ def test_more_than_64_vectors_are_dropped(make_server, launch_dev):
     dev.wait_pulses(1, since=mark)
 
 
+def test_vectors_past_64_are_closed(make_server, launch_dev):
+    """70 vectors announced for one peer: the device keeps 64 and closes the rest, so QEMU
+    holds exactly 64 more fds (a dropped vector that is not closed leaks an fd per
+    message from the server)."""
+    server = make_server(kind="python")
+    dev = launch_dev(server)
+    vm, own = dev.vm, dev.ivposition
+    before = vm.open_fds()
+    for _ in range(board.MAX_VECTORS + 6):
+        efd = os.eventfd(0)
+        try:
+            server.send_raw(own, SENTINEL, fd=efd)  # the server sends a dup
+        finally:
+            os.close(efd)
+    vm.wait_trace("ivshmem_flat_add_vector_failure", lambda t: t.ints[-1] == SENTINEL,
+                  count=6)
+    vm.wait_open_fds(before + board.MAX_VECTORS)
+
+
 def test_disconnect_for_unknown_id_is_harmless(make_server, launch_dev):
     """A disconnect naming an id that never existed: QEMU survives and still works."""
     server = make_server(kind="python", fault=Fault.DISCONNECT_UNKNOWN_ID)
@@ -112,3 +132,31 @@ def test_truncated_message_is_buffered_not_fatal(make_server, launch_dev):
     dev.ring(dev.ivposition, 0)
     dev.wait_pulses(1, since=mark)
     assert dev.vm.is_running()
+
+
+@pytest.mark.parametrize("cut", [1, 4, 7])
+def test_half_message_is_acted_on_only_when_whole(make_server, launch_dev, cut):
+    """The first *cut* bytes of a new-peer message, with its eventfd, then nothing: the
+    chardev holds the fd (QEMU's fd count says when it has read the piece), but the device
+    must not know the peer yet, a DOORBELL to it is an invalid peer; once the rest comes,
+    the peer has its vector and the ring reaches its eventfd exactly once."""
+    server = make_server(kind="python")
+    dev = launch_dev(server)
+    vm, own = dev.vm, dev.ivposition
+    before = vm.open_fds()
+    msg = SENTINEL.to_bytes(8, "little")
+    efd = os.eventfd(0)
+    try:
+        server.send_bytes(own, msg[:cut], fd=efd)
+        vm.wait_open_fds(before + 1)  # the piece (and its fd) is in QEMU
+        dev.ring(SENTINEL, 0)
+        vm.wait_trace("ivshmem_flat_interrupt_invalid_peer", lambda t: t.ints == (SENTINEL,))
+        # (not a read: QEMU's chardev makes a received fd blocking, for us too)
+        assert not readable(efd, 0), "a half message made a peer the guest could ring"
+        server.send_bytes(own, msg[cut:])
+        vm.wait_vectors(SENTINEL, 1)
+        dev.ring(SENTINEL, 0)
+        assert readable(efd, 0) and os.eventfd_read(efd) == 1
+        assert vm.open_fds() == before + 1  # the fd moved from the chardev to the device
+    finally:
+        os.close(efd)

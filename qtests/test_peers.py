@@ -41,6 +41,20 @@ def test_ringing_departed_peer_does_nothing(dev, ivshmem_server):
     dev.wait_pulses(1, since=mark)
 
 
+def test_departed_peer_fds_are_closed(dev, ivshmem_server):
+    """Each vector of a peer is an fd QEMU holds; when the peer leaves, the device closes
+    them all: QEMU's fd count goes back to what it was (else every peer that comes and
+    goes leaks, until QEMU runs out)."""
+    vm = dev.vm
+    before = vm.open_fds()
+    for _cycle in range(2):
+        with HostPeer(ivshmem_server.socket_path) as peer:
+            n = ivshmem_server.vectors
+            vm.wait_vectors(peer.id, n)
+            assert vm.open_fds() == before + n, "one fd per vector of the new peer"
+        vm.wait_open_fds(before)
+
+
 def test_reconnecting_peer_gets_working_vectors(dev, ivshmem_server):
     """A peer that leaves and comes back (new id from the server) is reachable again, and
     the guest still reaches it after several cycles."""
