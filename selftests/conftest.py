@@ -7,7 +7,11 @@ some CI runners and nohup'ed sessions do) inherits SIGINT *ignored*, exec keeps 
 and Python then installs no KeyboardInterrupt handler: the child would never see the Ctrl-C
 and the test would time out, judging the runner's parent instead of the code. So the
 self-tests give this process the default Ctrl-C handler (a caught handler, which exec resets
-to SIG_DFL in every child) for the whole run.
+to SIG_DFL in every child) for the whole run. The same for SIGTERM and SIGHUP, which other
+self-tests send (a CI cancel, a closed terminal): under `nohup` SIGHUP comes in ignored, the
+harness then rightly leaves it ignored, and an inner run would never see the test's SIGHUP;
+here they get a caught handler that does nothing, so this run still ignores them while its
+children start with the default.
 """
 
 from __future__ import annotations
@@ -18,8 +22,17 @@ import threading
 import pytest
 
 
+def _still_ignored(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP stay ignored here, as whoever started the run asked (nohup); but a
+    caught handler, unlike SIG_IGN, is reset to SIG_DFL by exec in every child."""
+
+
 @pytest.fixture(scope="session", autouse=True)
-def children_take_ctrl_c() -> None:
-    if (signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-            and threading.current_thread() is threading.main_thread()):
+def children_take_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, _still_ignored)
