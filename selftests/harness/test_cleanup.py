@@ -134,9 +134,13 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
            f"--qemu={qemu}",
            f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, pass_fds=[ready_w],
-                            start_new_session=True)
+    # the inner output goes to a file, not a pipe: a process the inner run failed to stop
+    # would hold a pipe open and turn "something was left" into a hang of this test
+    log = tmp_path / "inner.log"
+    with open(log, "w") as out_file:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out_file,
+                                stderr=subprocess.STDOUT, text=True, pass_fds=[ready_w],
+                                start_new_session=True)
     os.close(ready_w)
     ok = False
     try:
@@ -144,15 +148,21 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
             up = timeouts.scaled(None, timeouts.START)
             if not select.select([ready_r], [], [], up)[0]:
                 proc.kill()
+                proc.wait()
                 pytest.fail(f"inner test never started its VM within {up}s:\n"
-                            f"{proc.communicate()[0]}")
+                            f"{log.read_text()[-4000:]}")
             proc.send_signal(send)
+        bound = timeouts.scaled(None, timeouts.START) * 3  # below pytest-timeout's 120 s
         try:
-            out, _ = proc.communicate(timeout=timeouts.scaled(None, timeouts.START) * 4)
+            proc.wait(timeout=bound)
         except subprocess.TimeoutExpired:
+            alive = _marked_pids(marker)
             proc.kill()
-            pytest.fail(f"inner pytest still running; output:\n{proc.communicate()[0]}")
-        inner = Inner(proc.returncode, out, proc.pid, marker, private_tmp)
+            proc.wait()
+            pytest.fail(f"inner pytest still running {bound:.0f}s after "
+                        f"{send.name if send else 'its start'} (its processes then: "
+                        f"{alive}); output:\n{log.read_text()[-4000:]}")
+        inner = Inner(proc.returncode, log.read_text(), proc.pid, marker, private_tmp)
         if send is signal.SIGKILL:
             _wait_gone(marker)
         inner.left = _leftovers(inner)
