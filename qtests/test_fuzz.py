@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.fuzz import FuzzConfig
+from ivflat.fuzz import SHRINK_ENV, FuzzConfig
 from ivflat.fuzz.campaign import run_batch
 from ivflat.known_bugs_plugin import expected_fixed
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 SEED = 20260213
-# "0": keep a failure unshrunk (ci/mutants wants verdicts, not minimal reproducers)
-SHRINK_ENV = "IVSHMEM_FUZZ_SHRINK"
 
 
 def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_caps,

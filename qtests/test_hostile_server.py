@@ -17,6 +17,7 @@ from ivflat import board
 from ivflat.faults import Fault
 from ivflat.known_bugs import known_bug
 from ivflat.peer import readable
+from ivflat.wire import encode
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -144,7 +145,7 @@ def test_half_message_is_acted_on_only_when_whole(make_server, launch_dev, cut):
     dev = launch_dev(server)
     vm, own = dev.vm, dev.ivposition
     before = vm.open_fds()
-    msg = SENTINEL.to_bytes(8, "little")
+    msg = encode(SENTINEL)
     efd = os.eventfd(0)
     try:
         server.send_bytes(own, msg[:cut], fd=efd)
