@@ -23,6 +23,9 @@ import tomllib
 import pytest
 
 from ivflat.paths import REPO, cache_dir
+from ivflat.plugin import QEMU_ENV
+
+SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
 
 
 def _still_ignored(signum: int, frame: object) -> None:
@@ -55,7 +58,7 @@ def plugin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                      "markers =\n" + "".join(f"    {m}\n" for m in opts["markers"]))
     pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(REPO / 'fixtures')!r})\n"
                           "pytest_plugins = ('ivflat.plugin',)\n")
-    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(cache_dir()))
-    for var in ("QEMU", "PYTEST_TIMEOUT"):
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(SUITE_CACHE))
+    for var in (*QEMU_ENV, "PYTEST_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)
     return pytester
