@@ -14,4 +14,5 @@ _FIXTURES = str(Path(__file__).resolve().parent / "fixtures")
 if _FIXTURES not in sys.path:
     sys.path.insert(0, _FIXTURES)
 
-pytest_plugins = ("ivflat.plugin",)
+# pytester: the self-tests run real inner pytest sessions of the plugin
+pytest_plugins = ("ivflat.plugin", "pytester")

@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import signal
 import threading
+import tomllib
 
 import pytest
+
+from ivflat.paths import REPO, cache_dir
+from ivflat.plugin import QEMU_ENV
+
+SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
 
 
 def _still_ignored(signum: int, frame: object) -> None:
@@ -36,3 +42,23 @@ def children_take_signals() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_IGN:
             signal.signal(sig, _still_ignored)
+
+
+@pytest.fixture
+def plugin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                    ) -> pytest.Pytester:
+    """A pytester whose inner runs (``runpytest_subprocess``: real pytest processes) load
+    this checkout's plugin with the suite's own ini settings (pyproject's ``timeout`` and
+    markers) and see the suite's cache (pytester points HOME at its directory); no binary
+    is named unless a test names one."""
+    ini = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
+    opts = ini["ini_options"]
+    pytester.makeini("[pytest]\n"
+                     f"timeout = {opts['timeout']}\n"
+                     "markers =\n" + "".join(f"    {m}\n" for m in opts["markers"]))
+    pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(REPO / 'fixtures')!r})\n"
+                          "pytest_plugins = ('ivflat.plugin',)\n")
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(SUITE_CACHE))
+    for var in (*QEMU_ENV, "PYTEST_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    return pytester

@@ -66,7 +66,7 @@ def test_consistency_check_sees_each_kind_of_disagreement():
 
 def test_unknown_id_is_a_clear_error():
     with pytest.raises(KeyError, match=r"unknown known-bug id 'nope'.*registered"):
-        known_bugs.known_bug("nope")
+        known_bugs.known_bug("nope", raises=AssertionError)
 
 
 def test_lookup_by_test():
@@ -100,10 +100,12 @@ def test_known_bugs_option_lists_and_exits(tmp_path: Path):
     assert "passed" not in res.stdout and "collected" not in res.stdout
 
 
-def test_marked_tests_become_strict_xfails(collection):
+@pytest.mark.parametrize("bug_id", ["version-unchecked", "disconnect-own-id"])
+def test_marked_tests_become_strict_xfails(collection, bug_id):
     """Spot check through pytest itself: a known-bug test is reported as xfailed (strict),
-    with the registry's title as reason."""
-    bug = known_bugs.get("version-unchecked")
+    with the registry's title as reason; also a bug whose symptom is a crash (its
+    signature matched: KnownBugCrash)."""
+    bug = known_bugs.get(bug_id)
     res = _pytest("-q", "-rx", bug.tests[0])
     if "skipped" in res.stdout and "xfailed" not in res.stdout:
         pytest.skip("no wired QEMU to judge the bug on")

@@ -1,0 +1,233 @@
+"""Only a known bug's symptom is its expected failure (issue 18, item 5).
+
+Why: an xfail without ``raises=`` turned any failure into the expected one: a SIGSEGV in
+the test body, a sanitizer report at teardown. ci/validate-patch then read xfailed ->
+xfailed and passed a series that makes the path crash. Judged in real inner pytest runs
+(pytester) of the plugin, with real QEMUs of the reference build killed by real signals;
+the crash signatures also against an ASan report's text (no ASan build is needed to run
+this file).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+
+from ivflat import known_bugs, timeouts
+from ivflat.known_bugs import CrashSignature, KnownBugCrash, crash_matches
+from ivflat.known_bugs_plugin import raises_problem
+from ivflat.paths import reference_tool
+from ivflat.qtest import QTestError, QTestTimeout
+
+CRASHES = """
+import os, signal
+import pytest
+from ivflat.known_bugs import KnownBugCrash, known_bug
+from ivflat.qtest import QTestTimeout
+
+
+def segv(vm, sig=signal.SIGSEGV):
+    os.kill(vm.pid, sig)
+    vm.wait_exit()
+
+
+@known_bug("version-unchecked", raises=AssertionError)
+def test_symptom(vm):
+    assert vm.is_running()
+    assert False, "the symptom: a wrong value"
+
+
+@known_bug("version-unchecked", raises=AssertionError)
+def test_segv_then_assert(vm):
+    segv(vm)
+    assert vm.is_running(), vm.death_reason()
+
+
+@known_bug("own-vector-opaque", raises=QTestTimeout)
+def test_segv_then_wait(dev):
+    os.kill(dev.vm.pid, signal.SIGSEGV)
+    dev.wait_pulses(1)
+
+
+@known_bug("disconnect-own-id", raises=KnownBugCrash)
+def test_its_signature(vm):
+    segv(vm)
+    assert not vm.crashed(), vm.death_reason()
+
+
+@known_bug("disconnect-own-id", raises=KnownBugCrash)
+def test_another_crash(vm):
+    segv(vm, signal.SIGABRT)
+    assert not vm.crashed(), vm.death_reason()
+"""
+
+TEARDOWN = """
+import pytest
+from ivflat.known_bugs import known_bug
+
+
+@pytest.fixture
+def bad_teardown():
+    yield
+    assert False, "a teardown error"
+
+
+@pytest.fixture
+def qemu_failed_at_shutdown():
+    yield
+    pytest.fail("QEMU failed at shutdown: vm0: crashed while shutting down", pytrace=False)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError)
+def test_plain_xfail(bad_teardown):
+    assert False, "the symptom"
+
+
+@known_bug("version-unchecked", raises=AssertionError)
+def test_known_bug(bad_teardown):
+    assert False, "the symptom"
+
+
+@known_bug("version-unchecked", raises=AssertionError)
+def test_shutdown_report(qemu_failed_at_shutdown):
+    assert False, "the symptom"
+"""
+
+
+def _outcomes(res: pytest.RunResult) -> dict[str, list[str]]:
+    """test name -> the outcomes ``-rA`` reports for it (a teardown error adds ERROR)."""
+    got: dict[str, list[str]] = {}
+    for line in res.outlines:
+        m = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) \S+::(\w+)", line)
+        if m:
+            got.setdefault(m.group(2), []).append(m.group(1))
+    return got
+
+
+def _run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(source)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", *args,
+                                         timeout=timeouts.scaled(base=timeouts.START))
+
+
+def test_a_crash_is_never_the_expected_failure(plugin_pytester):
+    """A QEMU killed by SIGSEGV fails the test, whether the test then asserts on it or
+    waits for a pulse that cannot come; only the bug's own signature (disconnect-own-id:
+    SIGSEGV and nothing printed, on a build without ASan) is its expected failure."""
+    binary = reference_tool("qemu-system-arm")
+    if binary is None:
+        pytest.skip("no reference build (ci/build-qemu)")
+    res = _run(plugin_pytester, CRASHES, f"--qemu={binary}")
+    got = _outcomes(res)
+    assert got == {"test_symptom": ["XFAIL"], "test_segv_then_assert": ["FAILED"],
+                   "test_segv_then_wait": ["FAILED"], "test_its_signature": ["XFAIL"],
+                   "test_another_crash": ["FAILED"]}, res.stdout.str()[-3000:]
+    out = res.stdout.str()
+    assert out.count("QEMUCrashed: QEMU crashed, which is not the expected failure") == 3
+    assert "killed by SIGABRT" in out
+
+
+def test_errors_outside_the_call_are_never_the_expected_failure(plugin_pytester):
+    """pytest itself judges a teardown error by the xfail's raises= (the plain xfail shows
+    it); a known-bug test's teardown error is an error, and so is the harness's report of a
+    QEMU that crashed while quitting."""
+    res = _run(plugin_pytester, TEARDOWN)
+    got = _outcomes(res)
+    assert got["test_plain_xfail"] == ["XFAIL", "XFAIL"], res.stdout.str()[-3000:]
+    assert sorted(got["test_known_bug"]) == ["ERROR", "XFAIL"], res.stdout.str()[-3000:]
+    assert sorted(got["test_shutdown_report"]) == ["ERROR", "XFAIL"]
+    assert "NotTheBug: teardown failed" in res.stdout.str()
+
+
+def test_a_mark_must_name_the_symptom(plugin_pytester):
+    """Without raises= (or with one that takes a dead QEMU) collection is refused."""
+    res = _run(plugin_pytester, """
+import pytest
+
+@pytest.mark.known_bug("version-unchecked")
+def test_x():
+    pass
+""", "--collect-only")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*known_bug('version-unchecked'): raises= must name*"])
+
+
+@pytest.mark.parametrize("raises,problem", [
+    (AssertionError, None),
+    ((AssertionError, QTestTimeout), None),
+    (TimeoutError, None),
+    (None, "must name"),
+    ("AssertionError", "must name"),
+    (Exception, "would accept QTestDisconnected"),
+    (RuntimeError, "would accept QEMUStartError"),
+    (QTestError, "would accept QTestDisconnected"),
+    ((AssertionError, known_bugs.NotTheBug), "would accept NotTheBug"),
+    (BaseException, "would accept"),
+    (KnownBugCrash, "no crash signature"),
+])
+def test_raises_rule(raises, problem):
+    got = raises_problem(known_bugs.get("version-unchecked"), raises)
+    assert (got is None) if problem is None else (problem in (got or "")), got
+
+
+def test_crash_bugs_have_a_signature():
+    assert raises_problem(known_bugs.get("disconnect-own-id"), KnownBugCrash) is None
+    assert known_bugs.get("doorbell-vector-unchecked").crash is not None
+
+
+ASAN_REPORT = """\
+==4242==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x6110000a1c48 at pc 0x55d1
+READ of size 4 at 0x6110000a1c48 thread T0
+    #0 0x55d0c3a1b2c3 in event_notifier_set ../util/event_notifier-posix.c:100
+    #1 0x55d0c29f0a11 in ivshmem_flat_interrupt_peer ../hw/misc/ivshmem-flat.c:358
+    #2 0x55d0c29f0a11 in ivshmem_flat_iomem_write ../hw/misc/ivshmem-flat.c:380
+    #3 0x55d0c2c1d0f2 in memory_region_write_accessor ../system/memory.c:497
+    #4 0x55d0c2c1c8e1 in access_with_adjusted_size ../system/memory.c:573
+
+0x6110000a1c48 is located 8 bytes after 224-byte region [0x6110000a1b60,0x6110000a1c40)
+allocated by thread T0 here:
+    #0 0x7f0e1a2b3c4d in calloc (/lib/x86_64-linux-gnu/libasan.so.8+0xd8c4d)
+    #1 0x55d0c29f0b22 in ivshmem_flat_add_peer ../hw/misc/ivshmem-flat.c:206
+SUMMARY: AddressSanitizer: heap-buffer-overflow ../util/event_notifier-posix.c:100
+"""
+DOORBELL = known_bugs.get("doorbell-vector-unchecked").crash
+OWN_ID = known_bugs.get("disconnect-own-id").crash
+SEGV = -signal.SIGSEGV
+
+
+def test_asan_signature_matches_its_report():
+    assert DOORBELL is not None and OWN_ID is not None
+    lines = ASAN_REPORT.splitlines()
+    assert crash_matches(DOORBELL, 1, ["qemu: some earlier line", *lines])
+    assert not crash_matches(OWN_ID, 1, lines)  # another bug's functions
+
+
+@pytest.mark.parametrize("change", ["kind", "deep frame", "ubsan first", "no frames"])
+def test_asan_signature_refuses_other_reports(change):
+    assert DOORBELL is not None
+    text = ASAN_REPORT
+    if change == "kind":
+        text = text.replace("heap-buffer-overflow on", "heap-use-after-free on")
+    elif change == "deep frame":  # the device only deep in the stack: another crash
+        text = re.sub(r"(event_notifier_set|ivshmem_flat_\w+) \.\./", "some_function ../",
+                      text, count=3)
+        text = text.replace("#4 0x55d0c2c1c8e1 in access_with_adjusted_size",
+                            "#4 0x55d0c2c1c8e1 in ivshmem_flat_interrupt_peer")
+    elif change == "ubsan first":
+        text = "../hw/misc/ivshmem-flat.c:358:5: runtime error: index 64 out of bounds\n" + text
+    else:
+        text = "\n".join(ln for ln in text.splitlines() if " in " not in ln)
+    assert not crash_matches(DOORBELL, 1, text.splitlines())
+
+
+def test_signal_signature_without_a_sanitizer():
+    """A build without ASan: the signal and nothing printed (a plain SIGSEGV cannot say
+    where it came from; the ASan build checks the function too)."""
+    sig = CrashSignature("SEGV on unknown address", ("ivshmem_flat_remove_peer",), "SIGSEGV")
+    assert crash_matches(sig, SEGV, ["ivshmem_flat_new_peer New peer ID: 3"])
+    assert not crash_matches(sig, -signal.SIGABRT, [])
+    assert not crash_matches(sig, 1, [])
+    assert not crash_matches(sig, SEGV, ["free(): invalid pointer"])
+    assert not crash_matches(CrashSignature("SEGV", ("f",)), SEGV, [])  # ASan-only
