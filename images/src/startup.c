@@ -21,6 +21,14 @@ static void unexpected(void)
         __asm volatile("wfi");
 }
 
+/* The fault vectors (HardFault, MemManage, BusFault, UsageFault): unexpected()
+ * unless a program defines its own fault_handler (access.c records and skips). */
+void fault_handler(void);
+__attribute__((weak)) void fault_handler(void)
+{
+    unexpected();
+}
+
 /* Global so link.ld's ENTRY (for debuggers) can name it. */
 void reset_handler(void);
 void reset_handler(void)
@@ -51,6 +59,7 @@ static void (*const vectors[16 + NIRQ])(void) = {
     [0] = (void (*)(void))_estack,
     [1] = reset_handler,
     [2 ... 16 + NIRQ - 1] = unexpected,
+    [3 ... 6] = fault_handler,
     [16 + IVSHMEM_IRQ_LINE] = ivshmem_isr,
     [16 + UART0_RX_IRQ] = uart_rx_isr,  /* enabled by uart_rx_init() (hello only) */
 };

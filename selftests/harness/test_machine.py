@@ -179,3 +179,30 @@ def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired
     # only the reproducer's own objects: xdist workers create others meanwhile
     left = {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("ivf-repro.")}
     assert left == set()
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize("access_path", ["cpu"])
+def test_cpu_path_reproducer_types_the_console_requests(dev, tmp_path):
+    """reproduce.sh of a CpuMachine feeds the recorded access requests to the firmware on
+    -serial stdio (not the qtest transcript: two channels cannot share stdin): the replayed
+    self-ring reaches the device again and the firmware answers each request."""
+    import pexpect
+
+    dev.ring(dev.ivposition, 0)
+    script = write_reproducer(dev.vm, tmp_path / "repro")
+    requests = (tmp_path / "repro" / "console-requests.txt").read_text().splitlines()
+    assert requests[-1] == f"{len(requests)} w4 {board.IOMEM_ADDR + board.DOORBELL:x} 0", \
+        requests
+    limit = timeouts.scaled(None, timeouts.CONSOLE)
+    child = pexpect.spawn("sh", [str(script)], timeout=limit,
+                          env={**os.environ, "IVF_REPRO_SECONDS": str(int(limit) * 2)})
+    try:
+        child.expect(r"ivshmem_flat_interrupt_peer Interrupting peer ID \d+, vector 0")
+        # the last reply's end (trace lines on the same terminal can split its start off)
+        child.expect(r"bfar=0x00000000 irqs=\d+\r?\n")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGCONT):
+            os.killpg(child.pid, sig)
+        child.expect(pexpect.EOF)
+        child.close(force=True)
