@@ -4,18 +4,26 @@ built, a private cache).
 Why: ``ci/build-qemu --in-place`` wiped a developer's own ``build-coverage/`` (no stamp of
 ours: "reconfigure") and, after the build, `git checkout HEAD --` the files the wiring
 patch touched, throwing away edits saved to them during the build (and deleting their
-``*.orig``/``*.rej``).
+``*.orig``/``*.rej``). Every new run pruned ``<cache>/runs`` to the newest few, live runs
+included: two jobs on one cache (a shared CI runner) deleted each other's logs, JUnit and
+series, and a bisect died on its own missing ``steps.jsonl``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ivflat.ci import wiring
 from ivflat.ci.qemubuild import OWNED, TOOLS_REQS
+from ivflat.ci.suite import new_run_dir
 from ivflat.ci.wiring import sha
+from ivflat.paths import REPO
+from ivflat.timeouts import scaled
 
 from .tools import BUILD_QEMU, fake_qemu_repo, git, run_tool
 
@@ -107,3 +115,45 @@ def test_in_place_restores_only_files_still_as_it_wrote_them(tmp_path: Path) -> 
     assert (tree / board).read_text() == "board\nwired board\nsaved during the build\n"
     assert (tree / dev).read_text() == "device\n"
     assert (tree / f"{board}.orig").read_text() == "theirs\n"
+
+
+OWNER_CHILD = """
+import sys
+from ivflat.ci.suite import new_run_dir
+print(new_run_dir("validate", keep=1), flush=True)
+sys.stdin.read()  # the run lives until the test closes our stdin
+"""
+
+
+def run_owner(alive: bool) -> tuple[subprocess.Popen[str], Path]:
+    """Another tool's run: a process that made a run dir and, if *alive*, still lives."""
+    proc = subprocess.Popen([sys.executable, "-c", OWNER_CHILD], text=True,
+                            stdin=subprocess.PIPE if alive else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(REPO / "fixtures")))
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line, f"the owner exited with {proc.wait()} before making its run"
+    if not alive:
+        assert proc.wait(timeout=scaled(60)) == 0
+    return proc, Path(line)
+
+
+def test_runs_of_live_owners_are_never_pruned(cache: Path) -> None:
+    """keep=1: every older run may go -- except a live one. A dead owner's run and a run
+    without an owner (an older version's) go; a live process's stays until it is gone."""
+    live, live_run = run_owner(alive=True)
+    try:
+        _, dead_run = run_owner(alive=False)
+        older = cache / "runs" / "validate-20200101-000000-x"
+        older.mkdir()
+        mine = new_run_dir("validate", keep=1)
+        assert live_run.is_dir() and mine.is_dir()
+        assert not dead_run.exists() and not older.exists()
+    finally:
+        assert live.stdin is not None
+        live.stdin.close()
+        live.wait(timeout=scaled(60))
+    again = new_run_dir("validate", keep=1)
+    assert not live_run.exists()
+    assert mine.is_dir() and again.is_dir()  # both this live process's
