@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 import pytest
 
@@ -17,11 +18,16 @@ from ivflat import board
 from ivflat.faults import Fault
 from ivflat.known_bugs import KnownBugCrash, known_bug
 from ivflat.peer import readable
-from ivflat.wire import encode
+from ivflat.wire import MAX_PEER_ID, encode
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 SENTINEL = 0x7777
+OWN = 3  # the guest's id in the message-range tests
+INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)
+# how ivshmem-pci reports a refused message (process_msg, process_msg_shmem): "server sent
+# invalid message N", "server sent unexpected shared memory message"
+REFUSED_RE = re.compile(r"(?i)(invalid|unexpected)\b.*\bmessage")
 
 
 def _fence(server, vm, own_id: int) -> None:
@@ -47,17 +53,21 @@ def test_bad_shm_fd_is_a_clean_error(make_server, launch_vm, fault, needle):
 @known_bug("version-unchecked", raises=AssertionError)
 def test_wrong_protocol_version_is_refused(make_server, launch_vm):
     """ivshmem-spec: version 0. ivshmem-pci refuses others; ivshmem-flat should too."""
-    from ivflat.qtest import QTestDisconnected
-
     server = make_server(kind="python", fault=Fault.WRONG_VERSION)
     vm = launch_vm(server, wait_ready=False)
-    try:
-        vm.qtest.cmd("endianness")  # answered: the machine came up, the version accepted
-        accepted = True
-    except QTestDisconnected:
-        accepted = False
-    assert not accepted, "QEMU accepted a greeting with protocol version != 0"
+    assert not _came_up(vm), "QEMU accepted a greeting with protocol version != 0"
     vm.expect_error_exit("version")
+
+
+def _came_up(vm) -> bool:
+    """Whether the machine came up (qtest answers), i.e. the device's realize succeeded."""
+    from ivflat.qtest import QTestDisconnected
+
+    try:
+        vm.qtest.cmd("endianness")
+        return True
+    except QTestDisconnected:
+        return False
 
 
 @known_bug("eof-mid-greeting", raises=TimeoutError)
@@ -161,3 +171,141 @@ def test_half_message_is_acted_on_only_when_whole(make_server, launch_dev, cut):
         assert vm.open_fds() == before + 1  # the fd moved from the chardev to the device
     finally:
         os.close(efd)
+
+
+# ---------------------------------------------------------------- message range
+# Rules MSG-RANGE, MSG-SHM-AGAIN, GREET-ID (ivflat.rules): ids are 0..65535; ivshmem-pci's
+# process_msg refuses anything outside -1..IVSHMEM_MAX_PEERS (0xffff) with an error and
+# closes its fd, and -1 after the greeting ("unexpected shared memory message") too.
+
+
+def _refused(vm, fds: int) -> None:
+    """After a fence: the bad message left no fd behind (*fds*: what QEMU should hold), an
+    error names it, QEMU lives on."""
+    assert vm.open_fds() == fds, "the fd of a refused message was kept"
+    assert any(REFUSED_RE.search(ln) for ln in vm.stderr_lines()), \
+        f"no error reported for the refused message: {vm.stderr()[-500:]}"
+    assert vm.is_running()
+
+
+@pytest.mark.parametrize("peer", [0, 0x7FFF, 0x8000, 0xFFFE, MAX_PEER_ID], ids=hex)
+def test_ids_at_the_range_edges_are_peers(make_server, launch_dev, peer):
+    """Any id in 0..65535 (IVSHMEM_MAX_PEERS) is a peer: its vector is rung exactly once,
+    its disconnect closes the fd, and no error is reported."""
+    server = make_server(kind="python", ids=[OWN])
+    dev = launch_dev(server)
+    vm = dev.vm
+    before = vm.open_fds()
+    efd = os.eventfd(0)
+    try:
+        server.send_raw(OWN, peer, fd=efd)
+        vm.wait_vectors(peer, 1)
+        dev.ring(peer, 0)
+        assert readable(efd, 0) and os.eventfd_read(efd) == 1
+        server.send_raw(OWN, peer)
+        _fence(server, vm, OWN)
+        assert vm.open_fds() == before + 1, "the departed peer's fd is still held"
+        dev.ring(peer, 0)
+        assert not readable(efd, 0), "a departed peer was rung"
+    finally:
+        os.close(efd)
+    assert not any(REFUSED_RE.search(ln) for ln in vm.stderr_lines())
+
+
+@pytest.mark.parametrize("own", [0, 0x8000, MAX_PEER_ID], ids=hex)
+def test_own_ids_at_the_range_edges(make_server, launch_dev, own):
+    server = make_server(kind="python", ids=[own])
+    dev = launch_dev(server)
+    assert dev.ivposition == own
+    mark = dev.mark()
+    dev.ring(own, 0)
+    dev.wait_pulses(1, since=mark)
+
+
+_BUG = known_bug("message-range-unchecked", raises=AssertionError)
+
+
+@pytest.mark.parametrize("value,alias", [
+    pytest.param(MAX_PEER_ID + 1, 0, id="0x10000", marks=_BUG),
+    pytest.param(0x10000 | OWN, OWN, id="own+0x10000", marks=_BUG),
+    pytest.param(-1, 0xFFFF, id="-1", marks=_BUG),
+    pytest.param(-2, 0xFFFE, id="-2", marks=_BUG),
+    pytest.param(INT64_MAX, 0xFFFF, id="int64-max", marks=_BUG),
+    pytest.param(INT64_MIN, 0, id="int64-min", marks=_BUG),
+])
+def test_out_of_range_vector_message_is_refused(make_server, launch_dev, value, alias):
+    """A vector for an id outside 0..65535, or -1 (the shared memory message) after the
+    greeting: the fd is closed, not taken as a vector of the id's low 16 bits (*alias*:
+    as is, the guest's own id or a peer that DOORBELL then rings)."""
+    server = make_server(kind="python", ids=[OWN])
+    dev = launch_dev(server)
+    vm = dev.vm
+    before = vm.open_fds()
+    efd = os.eventfd(0)
+    try:
+        server.send_raw(OWN, value, fd=efd)
+        _fence(server, vm, OWN)
+        _refused(vm, before + 1)  # the sentinel's fd only
+        dev.ring(alias, 0)
+        assert not readable(efd, 0), f"DOORBELL to {alias:#x} rang the refused fd"
+    finally:
+        os.close(efd)
+
+
+@pytest.mark.parametrize("value,alias", [
+    pytest.param(MAX_PEER_ID + 1, 0, id="0x10000", marks=_BUG),
+    pytest.param(-1, 0xFFFF, id="-1", marks=_BUG),
+    pytest.param(-2, 0xFFFE, id="-2", marks=_BUG),
+])
+def test_out_of_range_disconnect_is_refused(make_server, launch_dev, value, alias):
+    """An id outside 0..65535 (or -1) without fd is no disconnect of peer *alias* (its low
+    16 bits): that peer keeps its vector."""
+    server = make_server(kind="python", ids=[OWN])
+    dev = launch_dev(server)
+    vm = dev.vm
+    efd = os.eventfd(0)
+    try:
+        server.send_raw(OWN, alias, fd=efd)
+        vm.wait_vectors(alias, 1)
+        before = vm.open_fds()
+        server.send_raw(OWN, value)
+        _fence(server, vm, OWN)
+        dev.ring(alias, 0)
+        assert readable(efd, 0), f"message {value:#x} disconnected peer {alias:#x}"
+        _refused(vm, before + 1)
+    finally:
+        os.close(efd)
+
+
+@known_bug("message-range-unchecked", raises=AssertionError)
+def test_repeated_shm_message_is_never_written(make_server, launch_dev):
+    """A server that sends the shared memory message (-1 with a memory fd) again after the
+    greeting: as is, the device takes it as peer 0xffff's vector, and a DOORBELL to peer
+    0xffff writes 8 bytes into that memory. ivshmem-pci refuses it."""
+    server = make_server(kind="python", ids=[OWN])
+    dev = launch_dev(server)
+    vm = dev.vm
+    before = vm.open_fds()
+    mem = os.memfd_create("ivflat-shm-again", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(mem, board.SHMEM_SIZE)
+        server.send_raw(OWN, -1, fd=mem)
+        _fence(server, vm, OWN)
+        dev.ring(MAX_PEER_ID, 0)
+        assert os.pread(mem, 8, 0) == bytes(8), "DOORBELL to peer 0xffff wrote into memory"
+        _refused(vm, before + 1)
+    finally:
+        os.close(mem)
+
+
+@pytest.mark.parametrize("own", [
+    pytest.param(0x10003, id="0x10003", marks=_BUG),
+    pytest.param(-1, id="-1", marks=_BUG),
+])
+def test_out_of_range_own_id_fails_realize(make_server, launch_vm, own):
+    """ivshmem-pci: "server sent invalid ID message", realize fails; as is, the device
+    comes up with the id's low 16 bits as IVPOSITION."""
+    server = make_server(kind="python", ids=[own])
+    vm = launch_vm(server, wait_ready=False)
+    assert not _came_up(vm), f"QEMU accepted own id {own:#x}"
+    vm.expect_error_exit()

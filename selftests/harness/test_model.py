@@ -8,9 +8,11 @@ test (named in the docstring), so model and device are pinned from both sides.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ivflat import board, known_bugs
+from ivflat import board, known_bugs, rules
 from ivflat.model import AS_IS, FIXED, SHM_FAULTS, Greeting, Model, Undefined, pieces
 
 ID = 0x1234
@@ -24,6 +26,24 @@ def model(bugs=AS_IS, **kw) -> Model:
 
 def test_bug_switches_are_the_registry():
     assert {b.id for b in known_bugs.BUGS} == AS_IS and not FIXED
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_rules_cover_the_bugs_and_are_implemented():
+    """The oracle's table (ivflat.rules): every known bug breaks a rule taken from the spec
+    or ivshmem-pci (a bug no rule names would be the device's word against nobody's), a
+    rule differs by a bug or on purpose, never both, each rule id is cited where the model
+    or the fuzzer implements it, and README.md carries the table as rules.table() renders
+    it."""
+    assert {r.bug for r in rules.RULES if r.bug} == AS_IS
+    assert not [r.id for r in rules.RULES if r.bug and r.deliberate]
+    assert all(r.source for r in rules.RULES) and len(rules.BY_ID) == len(rules.RULES)
+    code = (REPO / "fixtures/ivflat/model.py").read_text() + "".join(
+        f.read_text() for f in (REPO / "fixtures/ivflat/fuzz").glob("*.py"))
+    assert [r.id for r in rules.RULES if r.id not in code] == []
+    assert rules.table() in (REPO / "README.md").read_text()
 
 
 @pytest.mark.parametrize("offset,size,expected", [
@@ -155,6 +175,49 @@ def test_messages_add_and_remove_peers_and_fds():
     assert m.own_vectors == 2
     m.disconnect()
     assert m.held_fds() == base  # the socket went, the new own vector stays
+
+
+@pytest.mark.parametrize("value,alias", [
+    (0x10000, 0), (0x10000 | ID, ID), (-1, 0xFFFF), (-2, 0xFFFE),
+    ((1 << 63) - 1, 0xFFFF), (-(1 << 63), 0),
+])
+def test_out_of_range_messages_as_is_and_fixed(value, alias):
+    """test_out_of_range_vector_message_is_refused, test_out_of_range_disconnect_is_refused,
+    test_repeated_shm_message_is_never_written: as is the low 16 bits name a peer (or the
+    own id); fixed (ivshmem-pci's process_msg) the message is refused, its fd not held."""
+    as_is, fixed = model(), model(FIXED)
+    base = fixed.held_fds()
+    assert as_is.peer_of(value) == alias and fixed.peer_of(value) is None
+    fixed.message(value, fd=True)
+    assert fixed.held_fds() == base and fixed.refused == 1 and not fixed.peers
+    assert "message-range-unchecked" in fixed.diverged
+    as_is.message(value, fd=True)
+    assert as_is.held_fds() == base + 1 and not as_is.diverged
+    fixed.message(alias, fd=True)
+    before = (dict(fixed.peers), fixed.own_vectors)
+    fixed.message(value, fd=False)  # no disconnect of the alias (nor a crash: own id)
+    assert (fixed.peers, fixed.own_vectors) == before
+
+
+@pytest.mark.parametrize("value", [0, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF])
+def test_ids_at_the_range_edges_are_peers(value):
+    """test_ids_at_the_range_edges_are_peers: 0..65535 are ids, as is and fixed."""
+    for bugs in (AS_IS, FIXED):
+        m = model(bugs)
+        m.message(value, fd=True)
+        assert m.peers == {value: 1} and m.refused == 0 and not m.diverged
+        m.doorbell(board.doorbell_value(value, 0))
+        assert m.take_fired() == {(value, 0): 1}
+
+
+def test_out_of_range_own_id_fails_realize():
+    """test_out_of_range_own_id_fails_realize: ivshmem-pci's "invalid ID message"."""
+    for own in (0x10003, -1):
+        fixed = model(FIXED)
+        assert fixed.greeting_outcome(Greeting(id=own)) == "error"
+        assert "message-range-unchecked" in fixed.diverged
+        assert model().greeting_outcome(Greeting(id=own)) == "ok"
+    assert model(FIXED).greeting_outcome(Greeting(id=0xFFFF)) == "ok"
 
 
 def test_disconnect_for_own_id():

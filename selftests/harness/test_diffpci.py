@@ -1,0 +1,82 @@
+"""ivflat.diffpci's verdicts, without QEMU: what counts as the same, what a known bug or
+a documented difference explains, and that nothing else does (ci/diff-pci and
+qtests/test_diff_pci.py fail on exactly the DIFFERENT rows)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivflat import known_bugs
+from ivflat.diffpci.run import BUG, DIFFERENT, DOC, NOT_RUN, SAME, compare, table
+from ivflat.diffpci.scenarios import BY_NAME, DOCUMENTED, SCENARIOS, Scenario
+from ivflat.diffpci.sides import FLAT, PCI
+
+SC = Scenario("t", "test", explains={"msg *": "message-range-unchecked",
+                                     "read 0x0": "pci-rev0-registers",
+                                     "DOORBELL *": "doorbell-vector-unchecked"})
+
+
+def _verdict(aspect: str, flat: str, pci: str, **kw: object) -> str:
+    rows = compare(SC, {FLAT: [(aspect, flat)], PCI: [(aspect, pci)]}, **kw)  # type: ignore[arg-type]
+    return rows[0].verdict
+
+
+def test_equal_values_are_the_same():
+    assert _verdict("realize", "up", "up") == SAME
+
+
+def test_a_difference_nothing_explains_is_different():
+    assert _verdict("realize", "up", "fails: x") == DIFFERENT
+
+
+def test_error_wording_is_not_compared_but_an_error_is():
+    assert _verdict("greeting", "error: ivshmem-flat: invalid peer 3", "error: invalid "
+                    "peer 3") == SAME
+    assert _verdict("greeting", "silent", "error: invalid peer 3") == DIFFERENT
+
+
+def test_a_known_bug_explains_until_the_binary_fixes_it():
+    assert _verdict("msg 0x10000+eventfd", "fds +1; silent", "fds +0; error: x") == BUG
+    assert _verdict("msg 0x10000+eventfd", "fds +1; silent", "fds +0; error: x",
+                    fixed=frozenset({"message-range-unchecked"})) == DIFFERENT
+
+
+def test_an_asan_only_bug_explains_only_on_asan():
+    assert _verdict("DOORBELL 5/0x40", "rings 5.v0", "rings nothing") == DIFFERENT
+    assert _verdict("DOORBELL 5/0x40", "rings 5.v0", "rings nothing", asan=True) == BUG
+
+
+def test_a_documented_difference_always_explains():
+    assert _verdict("read 0x0", "0x0", "0xffffffff",
+                    fixed=frozenset(known_bugs.BY_ID)) == DOC
+
+
+def test_a_side_that_did_not_get_there_differs():
+    rows = compare(SC, {FLAT: [("realize", "up")], PCI: [("realize", "up"),
+                                                         ("IVPOSITION", "0x3")]})
+    assert [(r.aspect, r.verdict) for r in rows] == [("realize", SAME),
+                                                     ("IVPOSITION", DIFFERENT)]
+
+
+def test_flat_not_run_is_no_verdict():
+    sc = BY_NAME["doorbell-vectors-beyond"]
+    rows = compare(sc, {FLAT: None, PCI: [("realize", "up")]})
+    assert [r.verdict for r in rows] == [NOT_RUN]
+
+
+def test_table_has_one_row_per_aspect_and_every_documented_reason():
+    rows = compare(SC, {FLAT: [("a", "x|y"), ("b", "1")], PCI: [("a", "x|y"), ("b", "2")]})
+    text = table(rows)
+    assert "| t | a | x\\|y | x\\|y | same |" in text
+    assert "|  | b | 1 | 2 | DIFFERENT |" in text
+    assert all(f"`{d}`" in text for d in DOCUMENTED)
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=lambda s: s.name)
+def test_scenario_bugs_list_its_test(sc):
+    """A scenario a known bug explains is that bug's test (strict xfail), so the registry
+    names it; the scenario names are unique."""
+    for bug in sc.bugs:
+        assert f"qtests/test_diff_pci.py::test_same_as_pci[{sc.name}]" in \
+            known_bugs.get(bug).tests
+    assert len(BY_NAME) == len(SCENARIOS)
