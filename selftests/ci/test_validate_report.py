@@ -23,7 +23,7 @@ from ivflat.ci import report, suite
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import Patch, Series, apply, read_series
 from ivflat.ci.suite import Build, junit_id, parse_junit
-from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude
+from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude, rerun_options
 from ivflat.paths import REPO
 
 from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
@@ -181,7 +181,8 @@ def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Pa
     assert "cover letter: [PATCH 0/1] one fix" in res.stderr
     fixed = res.stdout.split(f"**FIXED ({len(bug.tests)})**")[1].split("**")[0]
     for test in bug.tests:
-        assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)]: {bug.id}: " in fixed, fixed
+        assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)] (reproduced 3/3): {bug.id}: " \
+            in fixed, fixed
     assert "**REGRESSED (0 newly failing)**\n\n- none" in res.stdout
     assert f"| {bug.id} | FIXED |" in res.stdout
     assert res.stdout.strip().splitlines()[-1].startswith(
@@ -207,3 +208,12 @@ def test_bug_verdicts_fixed_still_shown_and_not_judged(tmp_path: Path) -> None:
     assert table["eof-mid-greeting"] == "still shows (xfail)"
     assert table["doorbell-vector-unchecked"] == "not judged on this build (needs ASan)"
     assert table["own-vector-opaque"] == "not run (deselected)"
+
+
+def test_rerun_options_name_no_tests_and_never_stop_early() -> None:
+    """The re-runs of the changed tests take the user's options but not the test paths (the
+    changed tests are named instead) nor -x/--maxfail (a first failure would leave the
+    other changed tests unrun: "cannot judge")."""
+    args = ["-x", "-k", "ivposition", "qtests/test_registers.py", "--maxfail", "2",
+            "--maxfail=3", "--exitfirst", "-n", "2", "--ivshmem-server=qemu"]
+    assert rerun_options(args) == ["-k", "ivposition", "-n", "2", "--ivshmem-server=qemu"]

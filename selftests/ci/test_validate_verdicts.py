@@ -1,7 +1,8 @@
 """ci/validate-patch's verdicts, end to end, on a QEMU tree that builds in a second.
 
 Why: a failure of the tools on the patched side (a full disk when the build is published)
-was reported as "REGRESSED: the series breaks the build", exit 1.
+was reported as "REGRESSED: the series breaks the build", exit 1; and an outcome seen to
+change once -- a flaky test -- was reported as a regression, the re-run left to the user.
 Here the real tools run on tools.prebuilt_qemu_repo (a tree whose build compiles one real C
 file and copies a prebuilt QEMU) with a private cache, and the suite run on both sides is
 selftests/ci/flip_cases.py, whose outcomes follow a run counter: deterministic, no timing.
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci.qemubuild import tools_marker
+from ivflat.ci.suite import junit_id
 
 from .tools import VALIDATE, git, prebuilt_qemu_repo, run_tool
 
@@ -90,3 +92,26 @@ def test_patched_tree_not_built_is_a_regression_only_for_its_code(
         assert "ci/validate-patch: cannot judge: internal error: the tools failed to build " \
             "the patched tree (not the series' code; no verdict)" in res.stderr, out
 
+
+def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: Path) -> None:
+    """Each test whose outcome changed is re-run 3 times on each side, on the very binaries
+    it ran on first: one that fails on every patched run is "reproduced 3/3" and counts;
+    one that failed once more in 3 rounds is "flaky 1/3", shown but not counted; the steady
+    test is not re-run. All of it is in the run directory, and the base's build kept aside
+    for the re-runs is gone after the run."""
+    series = patch(tree, tmp_path, (tree / "hw/misc/ivshmem-flat.c").read_text() + "/* */\n")
+    res = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
+                    "--report", "md", "--", FLIP])
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    regresses, flaky = (junit_id(f"{FLIP}::test_{t}") for t in ("regresses", "flaky"))
+    assert f"- `{regresses}` [passed -> failed] (reproduced 3/3)" in res.stdout, out
+    assert f"- `{flaky}` [passed -> failed] (flaky 1/3)" in res.stdout, out
+    assert res.stdout.strip().splitlines()[-1].startswith(
+        "REGRESSED: 1 test(s) regressed; 1 flaky regression(s) not counted"), out
+    flips = {f.name: int(f.read_text()) for f in (tmp_path / "flips").iterdir()}
+    assert flips == {"steady": 2, "regresses": 8, "flaky": 8}
+    rd = run_dir(res)
+    assert sorted(p.name for p in (rd / "confirm").iterdir()) == \
+        [f"{side}-{i}" for side in ("after", "before") for i in (1, 2, 3)]
+    assert list((tmp_path / "cache" / "builds").glob("*.base")) == []
