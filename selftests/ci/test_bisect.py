@@ -269,6 +269,9 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     assert res.returncode == 1, res.stdout + res.stderr
     newly = res.stdout.split("Newly failing")[1].split("\n\n")[0]
     assert "test_ivposition_reports_server_assigned_id" in newly
+    # each changed test re-run 3 times on each side, the breakage every time
+    changed = [ln for ln in newly.splitlines() if "  [" in ln]
+    assert changed and all(ln.endswith(" (reproduced 3/3)") for ln in changed), newly
     assert "REGRESSED" in res.stdout
     assert repo_state(repo) == before
     assert_clone_reset(work)
@@ -277,6 +280,7 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
     assert (run_dir / "tests-before" / "junit.xml").exists()
     assert (run_dir / "tests-after" / "junit.xml").exists()
+    assert (run_dir / "confirm" / "before-3" / "junit.xml").exists()
     binaries = [p for p in run_dir.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
     assert binaries == []
 

@@ -21,7 +21,7 @@ import pytest
 from ivflat.ci import wiring
 from ivflat.ci.bisect import step_command
 from ivflat.ci.gitrepo import git_common_dir
-from ivflat.ci.proc import InternalError
+from ivflat.ci.proc import ABORT, InternalError
 from ivflat.ci.qemubuild import (
     configure_stamp,
     origin_tree,
@@ -112,6 +112,48 @@ def test_step_internal_error_aborts_the_bisect(cache: Path, tmp_path: Path) -> N
     assert res.returncode == 128, res.stderr
     assert "INTERNAL ERROR" in res.stderr and "aborting the bisect" in res.stderr, res.stderr
 
+
+
+
+@pytest.mark.parametrize("failure", ["harness-not-importable", "bad-argument", "no-run-dir"])
+def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
+                                                           failure: str) -> None:
+    """A `git bisect run` step that fails before it can judge -- the harness cannot be
+    imported (the suite's checkout moved or was half updated under the bisect: here ci/
+    beside an ivflat without its ci package), a bad argument -- exits ABORT, which stops
+    `git bisect run`; the 1 of a Python traceback or the 2 of argparse would be taken as
+    "bad" and go on to name a wrong first bad commit."""
+    src = fake_qemu_repo(tmp_path / "qemu")
+    (src / "configure").write_text("# three\n")
+    git(src, "commit", "-q", "-a", "-m", "three")
+    script, args = BISECT, ["--step", "--run-dir", str(tmp_path / "run")]
+    if failure == "harness-not-importable":
+        moved = tmp_path / "moved"
+        (moved / "ci").mkdir(parents=True)
+        shutil.copy(BISECT, moved / "ci" / "bisect")
+        shutil.copy(REPO / "ci" / "_bootstrap.py", moved / "ci")
+        (moved / "fixtures" / "ivflat").mkdir(parents=True)
+        (moved / "fixtures" / "ivflat" / "__init__.py").write_text("")
+        script = moved / "ci" / "bisect"
+    elif failure == "bad-argument":
+        args.append("--no-such-option")
+    else:
+        args = ["--step"]
+    res = tool(str(script), *args, "--", "-k", "x", cwd=src)
+    assert res.returncode == ABORT, res.stderr
+    assert "aborting the bisect" in res.stderr, res.stderr
+    if failure == "harness-not-importable":
+        assert "No module named 'ivflat.ci'" in res.stderr, res.stderr
+    git(src, "bisect", "start", "HEAD", "HEAD~2")
+    try:
+        run = subprocess.run(["git", "-C", str(src), "bisect", "run", sys.executable,
+                              str(script), *args, "--", "-k", "x"], capture_output=True,
+                             text=True, timeout=scaled(300), stdin=subprocess.DEVNULL)
+    finally:
+        git(src, "bisect", "reset")
+    assert run.returncode != 0, run.stdout
+    assert "is the first bad commit" not in run.stdout, run.stdout
+    assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
 
 @pytest.mark.parametrize("cmd", ["bisect", "validate-patch"])
 def test_tool_internal_error_is_exit_3(cache: Path, tmp_path: Path, cmd: str) -> None:

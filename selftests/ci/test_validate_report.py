@@ -23,7 +23,7 @@ from ivflat.ci import report, suite
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import Patch, Series, apply, read_series
 from ivflat.ci.suite import Build, junit_id, parse_junit
-from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude
+from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude, rerun_options
 from ivflat.paths import REPO
 
 from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
@@ -181,7 +181,8 @@ def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Pa
     assert "cover letter: [PATCH 0/1] one fix" in res.stderr
     fixed = res.stdout.split(f"**FIXED ({len(bug.tests)})**")[1].split("**")[0]
     for test in bug.tests:
-        assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)]: {bug.id}: " in fixed, fixed
+        assert f"`{junit_id(test)}` [xfailed -> XPASS(strict)] (reproduced 3/3): {bug.id}: " \
+            in fixed, fixed
     assert "**REGRESSED (0 newly failing)**\n\n- none" in res.stdout
     assert f"| {bug.id} | FIXED |" in res.stdout
     assert res.stdout.strip().splitlines()[-1].startswith(
@@ -226,3 +227,12 @@ def test_a_fix_only_the_qtest_path_sees_is_partly_fixed(tmp_path: Path) -> None:
     base = report.Side("before", "0" * 40, Build(0, None, 2.0, tmp_path / "b.log"), before)
     assert "known bugs:" not in report.verdict_line(groups, 0, base, table)
     assert "known bugs: unaligned-doorbell-write" in report.verdict_line(groups, 0, base)
+
+
+def test_rerun_options_name_no_tests_and_never_stop_early() -> None:
+    """The re-runs of the changed tests take the user's options but not the test paths (the
+    changed tests are named instead) nor -x/--maxfail (a first failure would leave the
+    other changed tests unrun: "cannot judge")."""
+    args = ["-x", "-k", "ivposition", "qtests/test_registers.py", "--maxfail", "2",
+            "--maxfail=3", "--exitfirst", "-n", "2", "--ivshmem-server=qemu"]
+    assert rerun_options(args) == ["-k", "ivposition", "-n", "2", "--ivshmem-server=qemu"]

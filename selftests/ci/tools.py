@@ -84,6 +84,41 @@ def fake_qemu_repo(path: Path, device: bool = False) -> Path:
     return path
 
 
+PREBUILT_CONFIGURE = r"""#!/bin/sh
+# A stand-in for QEMU's configure (ci/ self-tests): ci/build-qemu runs it in the build dir.
+src=$(cd "$(dirname "$0")" && pwd)
+cat > build.ninja <<EOF
+rule cc
+  command = cc -c \$in -o \$out
+rule cp
+  command = cp \$in \$out
+build device.o: cc $src/hw/misc/ivshmem-flat.c
+build qemu-system-arm: cp @QEMU@ | device.o
+build contrib/ivshmem-server/ivshmem-server: cp /bin/true | device.o
+build contrib/ivshmem-client/ivshmem-client: cp /bin/true | device.o
+EOF
+"""
+DEVICE_C = 'const char *ivshmem_flat_property = "x-bus-address-iomem";\n'
+
+
+def prebuilt_qemu_repo(path: Path, qemu: Path) -> Path:
+    """A QEMU tree that ci/build-qemu --in-place builds in a second: its configure writes a
+    build.ninja that compiles the device source (one real C file, so a series that breaks
+    it is a real compile error) and copies the prebuilt *qemu* as qemu-system-arm
+    (ivshmem-server/-client are /bin/true: the tests run on it must not use them). It
+    carries the wiring's property, so no wiring patch is applied. One commit."""
+    env = dict(os.environ, **FIXED_ENV)
+    for rel, text in (("configure", PREBUILT_CONFIGURE.replace("@QEMU@", str(qemu))),
+                      ("hw/misc/ivshmem-flat.c", DEVICE_C), ("hw/arm/meson.build", "\n")):
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    (path / "configure").chmod(0o755)
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", "-C", str(path), *cmd], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
 def marked_pids(marker: str) -> list[int]:
     """Processes whose environment carries *marker*: everything a tool started."""
     return pids_with_env(MARKER_VAR, marker)
