@@ -174,12 +174,13 @@ def _deliver(pid: int, sig: signal.Signals) -> None:
 
 
 def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | None = None,
-               in_teardown: tuple[signal.Signals, ...] = (),
+               to_group: bool = False, in_teardown: tuple[signal.Signals, ...] = (),
                backend: str = "python", private_tmp: Path | None = None,
                extra_env: dict[str, str] | None = None) -> Inner:
     """Run *test* of INNER in a pytest of its own session. *send*: the signal for the
-    runner once its VM is up; *in_teardown*: signals for it once its first finalizer
-    (slow_teardown) runs, each taken before that finalizer goes on."""
+    runner once its VM is up (*to_group*: for its whole process group, as a terminal's
+    Ctrl-C or the ci/ tools' killpg); *in_teardown*: signals for it once its first
+    finalizer (slow_teardown) runs, each taken before that finalizer goes on."""
     marker = uuid.uuid4().hex
     (tmp_path / "test_inner.py").write_text(INNER)
     ready_r, ready_w = os.pipe()
@@ -210,7 +211,10 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
     try:
         if send is not None:
             _await(ready_r, b"up", proc, log)
-            proc.send_signal(send)
+            if to_group:
+                os.killpg(proc.pid, send)
+            else:
+                proc.send_signal(send)
         if in_teardown:
             _await(ready_r, b"td", proc, log)
             for sig in in_teardown:
@@ -268,6 +272,19 @@ def test_nothing_left_after_a_signal(tmp_path, wired_qemu, backend, sig):
     inner = _run_inner(tmp_path, "test_interrupted", wired_qemu, send=sig, backend=backend)
     _cleanup_tmp(inner)
     assert inner.rc == 2, inner.out
+    assert inner.left == NOTHING, inner.out
+
+
+def test_ctrl_c_of_the_process_group_reaches_only_pytest(tmp_path, wired_qemu):
+    """A terminal's Ctrl-C (SIGINT to the whole foreground group, as the ci/ tools' killpg
+    too): QEMU's ivshmem-server runs in a session of its own, so it keeps serving until
+    the harness stops it; had the SIGINT reached it, it would exit 0 mid-test and every
+    teardown would report "exited with 0"."""
+    inner = _run_inner(tmp_path, "test_interrupted", wired_qemu, send=signal.SIGINT,
+                       to_group=True, backend="qemu")
+    _cleanup_tmp(inner)
+    assert inner.rc == 2, inner.out
+    assert "exited with" not in inner.out, inner.out
     assert inner.left == NOTHING, inner.out
 
 

@@ -560,6 +560,8 @@ def test_qemu_client_on_qemu_server(short_tmp):
                            shm_size=SIZE) as srv, HostPeer(srv.socket_path) as host, \
             QemuIvshmemClient(client_bin, srv.socket_path) as client:
         assert client.own_id == 1
+        # sessions of their own: a Ctrl-C for pytest's process group does not reach them
+        assert os.getsid(srv.pid) == srv.pid and os.getsid(client.pid) == client.pid
         host.wait_peer_vectors(1, 1)
         client.wait_peer_vectors(host.id, 1)
         host.ring(1, 0)
