@@ -175,12 +175,14 @@ def _deliver(pid: int, sig: signal.Signals) -> None:
 
 def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | None = None,
                to_group: bool = False, in_teardown: tuple[signal.Signals, ...] = (),
+               nohup: bool = False,
                backend: str = "python", private_tmp: Path | None = None,
                extra_env: dict[str, str] | None = None) -> Inner:
     """Run *test* of INNER in a pytest of its own session. *send*: the signal for the
     runner once its VM is up (*to_group*: for its whole process group, as a terminal's
     Ctrl-C or the ci/ tools' killpg); *in_teardown*: signals for it once its first
-    finalizer (slow_teardown) runs, each taken before that finalizer goes on."""
+    finalizer (slow_teardown) runs, each taken before that finalizer goes on; *nohup*:
+    the runner starts with SIGHUP ignored."""
     marker = uuid.uuid4().hex
     (tmp_path / "test_inner.py").write_text(INNER)
     ready_r, ready_w = os.pipe()
@@ -198,6 +200,8 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
            f"--qemu={qemu}",
            f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
+    if nohup:
+        cmd.insert(0, "nohup")
     # the inner output goes to a file, not a pipe: a process the inner run failed to stop
     # would hold a pipe open and turn "something was left" into a hang of this test
     log = tmp_path / "inner.log"
@@ -288,19 +292,22 @@ def test_ctrl_c_of_the_process_group_reaches_only_pytest(tmp_path, wired_qemu):
     assert inner.left == NOTHING, inner.out
 
 
-def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu):
+@pytest.mark.parametrize("nohup", [False, True], ids=["plain", "nohup"])
+def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu, nohup):
     """SIGTERM, then SIGHUP, a Ctrl-C and another SIGTERM while a finalizer runs: none of
     them raises in it (it finishes and records), a child it starts then does not ignore
-    them (a caught handler, not SIG_IGN, which exec would pass on), and nothing is left."""
+    them (a caught handler, not SIG_IGN, which exec would pass on), and nothing is left.
+    Under nohup SIGHUP stays ignored, for that child too."""
     record = tmp_path / "sigign.txt"
     inner = _run_inner(tmp_path, "test_signals_in_teardown", wired_qemu, send=signal.SIGTERM,
                        in_teardown=(signal.SIGHUP, signal.SIGINT, signal.SIGTERM),
-                       extra_env={"IVF_ORDER_FILE": str(record)})
+                       nohup=nohup, extra_env={"IVF_ORDER_FILE": str(record)})
     _cleanup_tmp(inner)
     assert inner.rc == 2, inner.out
     assert record.exists(), f"the finalizer was cut short:\n{inner.out}"
     ignored = int(record.read_text(), 16)
-    assert [s.name for s in reaper.STOP_SIGNALS if ignored & 1 << (s - 1)] == [], inner.out
+    assert [s.name for s in reaper.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
+        (["SIGHUP"] if nohup else []), inner.out
     assert inner.left == NOTHING, inner.out
 
 
