@@ -6,12 +6,12 @@ default; but a runner started from a non-interactive script in the background (`
 some CI runners and nohup'ed sessions do) inherits SIGINT *ignored*, exec keeps it ignored,
 and Python then installs no KeyboardInterrupt handler: the child would never see the Ctrl-C
 and the test would time out, judging the runner's parent instead of the code. So the
-self-tests give this process the default Ctrl-C handler (a caught handler, which exec resets
-to SIG_DFL in every child) for the whole run. The same for SIGTERM and SIGHUP, which other
-self-tests send (a CI cancel, a closed terminal): under `nohup` SIGHUP comes in ignored, the
-harness then rightly leaves it ignored, and an inner run would never see the test's SIGHUP;
-here they get a caught handler that does nothing, so this run still ignores them while its
-children start with the default.
+self-tests give this process the harness's Ctrl-C handler (a caught handler, which exec
+resets to SIG_DFL in every child) for the whole run. The same for SIGTERM and SIGHUP, which
+other self-tests send (a CI cancel, a closed terminal): under `nohup` SIGHUP comes in
+ignored, the harness then rightly leaves it ignored, and an inner run would never see the
+test's SIGHUP; here they get a caught handler that does nothing (reaper.ignore_caught), so
+this run still ignores them while its children start with the default.
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ import tomllib
 
 import pytest
 
+from ivflat import reaper
 from ivflat.paths import REPO, cache_dir
 from ivflat.plugin import QEMU_ENV
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
-
-
-def _still_ignored(signum: int, frame: object) -> None:
-    """SIGTERM/SIGHUP stay ignored here, as whoever started the run asked (nohup); but a
-    caught handler, unlike SIG_IGN, is reset to SIG_DFL by exec in every child."""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,10 +34,10 @@ def children_take_signals() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, reaper.interrupt_once)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_IGN:
-            signal.signal(sig, _still_ignored)
+            signal.signal(sig, reaper.ignore_caught)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Nothing is left behind: after a test passes, fails, hits pytest-timeout, or the runner
-gets SIGINT, SIGTERM or SIGHUP, no QEMU process, server socket or shm object of it
-survives, and a failing test leaves its artifacts (command line, stderr, trace,
-transcript, reproducer). After a SIGKILL of the runner, its children die with it (parent-
-death signal) and the next run sweeps the rest (ivflat.reaper).
+gets SIGINT, SIGTERM or SIGHUP (and more of them during its teardown), no QEMU process,
+server socket or shm object of it survives, and a failing test leaves its artifacts
+(command line, stderr, trace, transcript, reproducer). After a SIGKILL of the runner, its
+children die with it (parent-death signal) and the next run sweeps the rest
+(ivflat.reaper).
 
 Each scenario runs in a pytest subprocess whose environment carries a unique marker; QEMU
 inherits it, so leftovers are found through /proc/*/environ even under pytest-xdist. Every
@@ -35,7 +36,10 @@ MARKER_VAR = "IVF_CLEANUP_MARKER"  # in the environment of everything an inner r
 
 INNER = '''
 import os
+import select
+import subprocess
 import pytest
+from ivflat import timeouts
 
 def _started(vm, host_peer):
     os.write(int(os.environ["IVF_STARTED_FD"]), b"up")
@@ -55,6 +59,29 @@ def test_times_out(vm, host_peer):
     vm.wait_irq(99, timeout=600)  # never comes: pytest-timeout fires first
 
 def test_interrupted(vm, host_peer):
+    _started(vm, host_peer)
+    vm.wait_irq(99, timeout=600)  # the outer test signals the runner meanwhile
+
+@pytest.fixture
+def slow_teardown():
+    """Torn down first (set up last): says so on the started pipe, waits (bounded) until
+    the outer test has sent more signals, then starts a child and records its ignored
+    signals. A later signal that raised in here would leave no record."""
+    yield
+    os.write(int(os.environ["IVF_STARTED_FD"]), b"td")
+    go = int(os.environ["IVF_GO_FD"])
+    select.select([go], [], [], timeouts.scaled(None, timeouts.START))
+    child = subprocess.Popen(["tail", "-f", "/dev/null"])
+    try:
+        with open(f"/proc/{child.pid}/status") as f:
+            sigign = [l.split()[1] for l in f if l.startswith("SigIgn:")][0]
+    finally:
+        child.kill()
+        child.wait()
+    with open(os.environ["IVF_ORDER_FILE"], "w") as f:
+        f.write(sigign)
+
+def test_signals_in_teardown(vm, host_peer, slow_teardown):
     _started(vm, host_peer)
     vm.wait_irq(99, timeout=600)  # the outer test signals the runner meanwhile
 
@@ -115,17 +142,56 @@ def _kill_marked(marker: str) -> None:
     _wait_gone(marker)
 
 
+def _await(fd: int, what: bytes, proc: subprocess.Popen[str], log: Path) -> None:
+    """Read *what* from the inner test's started pipe (bounded); fail with its output."""
+    up = timeouts.scaled(None, timeouts.START)
+    got = b""
+    while len(got) < len(what) and select.select([fd], [], [], up)[0]:
+        if not (chunk := os.read(fd, len(what) - len(got))):
+            break
+        got += chunk
+    if got != what:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"inner test did not say {what!r} within {up}s (got {got!r}):\n"
+                    f"{log.read_text()[-4000:]}")
+
+
+def _deliver(pid: int, sig: signal.Signals) -> None:
+    """Send *sig* to *pid* and wait (bounded) until it is no longer pending, i.e. some
+    thread of it has taken the signal."""
+    os.kill(pid, sig)
+    bit = 1 << (sig - 1)
+    deadline = timeouts.Deadline(None, timeouts.START)
+    while not deadline.expired():
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        pending = [int(line.split()[1], 16) for line in status
+                   if line.startswith(("SigPnd:", "ShdPnd:"))]
+        if not any(p & bit for p in pending):
+            return
+        time.sleep(0.01)  # sleep-ok: no event tells us another process took a signal
+    pytest.fail(f"{sig.name} still pending in {pid} after {deadline.total}s")
+
+
 def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | None = None,
+               to_group: bool = False, in_teardown: tuple[signal.Signals, ...] = (),
+               nohup: bool = False,
                backend: str = "python", private_tmp: Path | None = None,
                extra_env: dict[str, str] | None = None) -> Inner:
+    """Run *test* of INNER in a pytest of its own session. *send*: the signal for the
+    runner once its VM is up (*to_group*: for its whole process group, as a terminal's
+    Ctrl-C or the ci/ tools' killpg); *in_teardown*: signals for it once its first
+    finalizer (slow_teardown) runs, each taken before that finalizer goes on; *nohup*:
+    the runner starts with SIGHUP ignored."""
     marker = uuid.uuid4().hex
     (tmp_path / "test_inner.py").write_text(INNER)
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "IVF_"))}
     # a private, short TMPDIR (UNIX socket paths must stay < 108 bytes): whatever the inner
     # run leaves there is its own, even with other xdist workers busy in /tmp
     private_tmp = private_tmp or Path(tempfile.mkdtemp(prefix="ivfc-"))
-    env.update({MARKER_VAR: marker}, IVF_STARTED_FD=str(ready_w),
+    env.update({MARKER_VAR: marker}, IVF_STARTED_FD=str(ready_w), IVF_GO_FD=str(go_r),
                TMPDIR=str(private_tmp), **(extra_env or {}),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))
@@ -134,24 +200,30 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
            f"--qemu={qemu}",
            f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
+    if nohup:
+        cmd.insert(0, "nohup")
     # the inner output goes to a file, not a pipe: a process the inner run failed to stop
     # would hold a pipe open and turn "something was left" into a hang of this test
     log = tmp_path / "inner.log"
     with open(log, "w") as out_file:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out_file,
-                                stderr=subprocess.STDOUT, text=True, pass_fds=[ready_w],
-                                start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True,
+                                pass_fds=[ready_w, go_r], start_new_session=True)
     os.close(ready_w)
+    os.close(go_r)
     ok = False
     try:
         if send is not None:
-            up = timeouts.scaled(None, timeouts.START)
-            if not select.select([ready_r], [], [], up)[0]:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"inner test never started its VM within {up}s:\n"
-                            f"{log.read_text()[-4000:]}")
-            proc.send_signal(send)
+            _await(ready_r, b"up", proc, log)
+            if to_group:
+                os.killpg(proc.pid, send)
+            else:
+                proc.send_signal(send)
+        if in_teardown:
+            _await(ready_r, b"td", proc, log)
+            for sig in in_teardown:
+                _deliver(proc.pid, sig)
+            os.write(go_w, b"go")
         bound = timeouts.scaled(None, timeouts.START) * 3  # below pytest-timeout's 120 s
         try:
             proc.wait(timeout=bound)
@@ -170,6 +242,7 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
         return inner
     finally:
         os.close(ready_r)
+        os.close(go_w)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -203,6 +276,38 @@ def test_nothing_left_after_a_signal(tmp_path, wired_qemu, backend, sig):
     inner = _run_inner(tmp_path, "test_interrupted", wired_qemu, send=sig, backend=backend)
     _cleanup_tmp(inner)
     assert inner.rc == 2, inner.out
+    assert inner.left == NOTHING, inner.out
+
+
+def test_ctrl_c_of_the_process_group_reaches_only_pytest(tmp_path, wired_qemu):
+    """A terminal's Ctrl-C (SIGINT to the whole foreground group, as the ci/ tools' killpg
+    too): QEMU's ivshmem-server runs in a session of its own, so it keeps serving until
+    the harness stops it; had the SIGINT reached it, it would exit 0 mid-test and every
+    teardown would report "exited with 0"."""
+    inner = _run_inner(tmp_path, "test_interrupted", wired_qemu, send=signal.SIGINT,
+                       to_group=True, backend="qemu")
+    _cleanup_tmp(inner)
+    assert inner.rc == 2, inner.out
+    assert "exited with" not in inner.out, inner.out
+    assert inner.left == NOTHING, inner.out
+
+
+@pytest.mark.parametrize("nohup", [False, True], ids=["plain", "nohup"])
+def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu, nohup):
+    """SIGTERM, then SIGHUP, a Ctrl-C and another SIGTERM while a finalizer runs: none of
+    them raises in it (it finishes and records), a child it starts then does not ignore
+    them (a caught handler, not SIG_IGN, which exec would pass on), and nothing is left.
+    Under nohup SIGHUP stays ignored, for that child too."""
+    record = tmp_path / "sigign.txt"
+    inner = _run_inner(tmp_path, "test_signals_in_teardown", wired_qemu, send=signal.SIGTERM,
+                       in_teardown=(signal.SIGHUP, signal.SIGINT, signal.SIGTERM),
+                       nohup=nohup, extra_env={"IVF_ORDER_FILE": str(record)})
+    _cleanup_tmp(inner)
+    assert inner.rc == 2, inner.out
+    assert record.exists(), f"the finalizer was cut short:\n{inner.out}"
+    ignored = int(record.read_text(), 16)
+    assert [s.name for s in reaper.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
+        (["SIGHUP"] if nohup else []), inner.out
     assert inner.left == NOTHING, inner.out
 
 

@@ -560,6 +560,8 @@ def test_qemu_client_on_qemu_server(short_tmp):
                            shm_size=SIZE) as srv, HostPeer(srv.socket_path) as host, \
             QemuIvshmemClient(client_bin, srv.socket_path) as client:
         assert client.own_id == 1
+        # sessions of their own: a Ctrl-C for pytest's process group does not reach them
+        assert os.getsid(srv.pid) == srv.pid and os.getsid(client.pid) == client.pid
         host.wait_peer_vectors(1, 1)
         client.wait_peer_vectors(host.id, 1)
         host.ring(1, 0)
@@ -567,3 +569,50 @@ def test_qemu_client_on_qemu_server(short_tmp):
         client.interrupt(0, 0)
         assert host.wait_vector(0) == 1
     assert set(os.listdir("/proc/self/fd")) == fds_before and _harness_threads() == []
+
+
+@pytest.mark.interop
+def test_qemu_tools_on_a_socket_path_longer_than_sun_path(short_tmp):
+    """A long TMPDIR (a CI workspace) makes the socket path longer than sun_path: QEMU's
+    server binds and its client connects through the short alias, as QEMU's chardev does
+    (they used to refuse the path: "exited with 1 before listening")."""
+    from ivflat.qemu_client import QemuIvshmemClient
+    from ivflat.qemu_server import QemuIvshmemServer
+    from ivflat.sockpath import too_long
+
+    path = short_tmp / ("d" * 60) / ("e" * 60) / "q.sock"
+    path.parent.mkdir(parents=True)
+    assert too_long(path)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    with QemuIvshmemServer(_tool("ivshmem-server"), path, vectors=1,
+                           shm_size=SIZE) as srv, HostPeer(path) as host, \
+            QemuIvshmemClient(_tool("ivshmem-client"), path) as client:
+        assert srv.wait_peers(2) == [host.id, client.own_id]
+        client.wait_peer_vectors(host.id, 1)
+        client.interrupt(host.id, 0)
+        assert host.wait_vector(0) == 1
+    assert not path.exists() and not srv.shm_path.exists()
+    assert set(os.listdir("/proc/self/fd")) == fds_before and _harness_threads() == []
+
+
+def test_qemu_server_listening_check_is_by_socket_not_name(short_tmp):
+    """The alias of a long path (/proc/self/fd/N/<name>) reads the same in every process
+    that binds one: "listening" is judged on the sockets the server process holds."""
+    import subprocess
+
+    from ivflat.qemu_server import _is_listening
+    from ivflat.sockpath import usable
+
+    path = short_tmp / ("d" * 60) / ("e" * 60) / "q.sock"
+    path.parent.mkdir(parents=True)
+    other = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
+                usable(path) as name:
+            sock.bind(name)
+            assert not _is_listening(name, os.getpid())
+            sock.listen()
+            assert _is_listening(name, os.getpid())
+            assert not _is_listening(name, other.pid)
+    finally:
+        other.communicate()
