@@ -483,6 +483,31 @@ def test_qemu_client_on_python_server(start_server, short_tmp):
 
 
 @pytest.mark.interop
+def test_qemu_client_close_kills_and_reaps_even_a_stopped_client(start_server, short_tmp):
+    """close() ends the client whatever state it is in (here stopped: it can answer no
+    SIGHUP) and reaps it: no process, no zombie, and the transcript is kept. The wait is
+    on the client's exit (a pidfd), bounded by the scaled WAIT, never pexpect's fixed
+    0.1 s sleeps, which a loaded machine can outlast."""
+    import signal
+
+    from ivflat.qemu_client import QemuIvshmemClient
+
+    srv = start_server(vectors=1)
+    client = QemuIvshmemClient(_tool("ivshmem-client"), srv.socket_path,
+                               logdir=short_tmp).start()
+    pid = client.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    client.close()
+    with pytest.raises(ProcessLookupError):  # reaped, not a zombie
+        os.kill(pid, 0)
+    assert client.pid is None
+    assert client.log_path is not None
+    assert "listen on server socket" in client.log_path.read_text()
+    srv.wait_peers(0)
+
+
+@pytest.mark.interop
 def test_qemu_client_cannot_connect_is_an_error(short_tmp):
     from ivflat.qemu_client import IvshmemClientError, QemuIvshmemClient
 
