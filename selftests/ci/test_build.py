@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,14 @@ def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
         else:
             shutil.rmtree(old)
     cmd = [sys.executable, str(BUILD_QEMU), "--source", str(repo), "--rev", commit]
-    with started_tool(cmd) as one, started_tool(cmd) as two:
-        outs = []
-        for tool in (one, two):
-            out, err = tool.proc.communicate(timeout=scaled(TOOL_TIMEOUT))
-            outs.append((tool.proc.returncode, out.decode(), err.decode()))
+    with started_tool(cmd) as one, started_tool(cmd) as two, \
+            ThreadPoolExecutor(2) as pool:
+        # both read at once: the one that builds fills its pipes (ninja's output on a cold
+        # tree) while the other waits for the tree's lock; read one by one, they deadlocked
+        done = list(pool.map(lambda t: t.proc.communicate(timeout=scaled(TOOL_TIMEOUT)),
+                             (one, two)))
+        outs = [(t.proc.returncode, out.decode(), err.decode())
+                for t, (out, err) in zip((one, two), done, strict=True)]
     assert [rc for rc, _, _ in outs] == [0, 0], outs
     (binary,) = {Path(out.strip().splitlines()[-1]) for _, out, _ in outs}
     # the commit has no subprojects in git: the export took them from the user's checkout
