@@ -8,8 +8,10 @@ made a bisect step answer "bad".
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,13 +45,19 @@ def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
     # forget the published result (not the tree and its build dir: that is a full build),
     # so both runs race to build and publish it
     for old in (cache_dir() / "builds").glob(f"git-{commit}-*"):
-        shutil.rmtree(old)
+        if old.is_symlink():  # the published name; its versions are directories
+            old.unlink()
+        else:
+            shutil.rmtree(old)
     cmd = [sys.executable, str(BUILD_QEMU), "--source", str(repo), "--rev", commit]
-    with started_tool(cmd) as one, started_tool(cmd) as two:
-        outs = []
-        for tool in (one, two):
-            out, err = tool.proc.communicate(timeout=scaled(TOOL_TIMEOUT))
-            outs.append((tool.proc.returncode, out.decode(), err.decode()))
+    with started_tool(cmd) as one, started_tool(cmd) as two, \
+            ThreadPoolExecutor(2) as pool:
+        # both read at once: the one that builds fills its pipes (ninja's output on a cold
+        # tree) while the other waits for the tree's lock; read one by one, they deadlocked
+        done = list(pool.map(lambda t: t.proc.communicate(timeout=scaled(TOOL_TIMEOUT)),
+                             (one, two)))
+        outs = [(t.proc.returncode, out.decode(), err.decode())
+                for t, (out, err) in zip((one, two), done, strict=True)]
     assert [rc for rc, _, _ in outs] == [0, 0], outs
     (binary,) = {Path(out.strip().splitlines()[-1]) for _, out, _ in outs}
     # the commit has no subprojects in git: the export took them from the user's checkout
@@ -61,9 +69,10 @@ def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
     info = json.loads((binary.parent / "BUILDINFO.json").read_text())
     assert info["wiring_patch"] == "10.0.patch" and info["source"] == f"git-{commit}"
     assert "-10.0-" in binary.parent.name  # the wiring variant is part of the cache key
-    siblings = [p.name for p in binary.parent.parent.iterdir()
-                if p.name.startswith(binary.parent.name)]
-    assert siblings == [binary.parent.name], siblings  # no .tmp-*/.old left
+    siblings = sorted(p.name for p in binary.parent.parent.iterdir()
+                      if p.name.startswith(binary.parent.name))
+    # the published symlink and the one version it points at: no .tmp-*, no other version
+    assert siblings == sorted([binary.parent.name, os.readlink(binary.parent)]), siblings
     assert repo_state(repo) == before
     res = run_tool([sys.executable, "-m", "pytest", "qtests/test_registers.py", "-q",
                     "-p", "no:cacheprovider", f"--qemu={binary}", "-k", "ivposition"])

@@ -1,8 +1,12 @@
 """The mutation tools (ci/mutants, ci/anchor) edit a built tree's device source in place:
-a SIGKILLed run must never leave the next build of that tree (the reference!) mutated."""
+a SIGKILLed run must never leave the next build of that tree (the reference!) mutated, nor
+a copy of the tree, and a build proves which device source it was compiled from (issue 18,
+item 4)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import select
 import signal
@@ -11,9 +15,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ivflat.ci import mutants
-from ivflat.paths import REPO
+import pytest
+
+from ivflat.ci import mutants, provenance, qemubuild
+from ivflat.ci.wiring import Skip
+from ivflat.ci.workclone import debian_base_repo
+from ivflat.paths import REPO, cache_dir, reference_tool
 from ivflat.timeouts import scaled
+
+from .conftest import selftest_lock
+from .tools import BUILD_QEMU, TOOL_TIMEOUT, Events, run_tool, started_tool
 
 ORIGINAL = "static int f(void)\n{\n    return 1;\n}\n"
 
@@ -116,3 +127,159 @@ def test_mutation_run_waits_for_a_build_of_the_tree(tmp_path: Path) -> None:
         holder.stdin.close()
         holder.wait(timeout=scaled())
         holder.stdout.close()
+
+
+# --- provenance: a build proves which device source its binary comes from (issue 18, 4)
+
+PROGRAM = "int main(void)\n{\n    return 1;\n}\n"
+BUILD_NINJA = ("rule cc\n  command = cc $in -o $out\n"
+               f"build qemu-system-arm: cc ../{mutants.DEVICE}\n")
+
+
+def _ninja_tree(tmp_path: Path) -> Path:
+    """A tree whose build dir compiles the "device source" into ``qemu-system-arm`` with
+    real ninja: the binary's exit status says which source it was compiled from."""
+    bdir = _tree(tmp_path)
+    mutants.device_source(bdir).write_text(PROGRAM)
+    (bdir / "build.ninja").write_text(BUILD_NINJA)
+    return bdir
+
+
+def _compiled_from(bdir: Path) -> int:
+    return subprocess.run([str(bdir / "qemu-system-arm")], timeout=scaled()).returncode
+
+
+def _killed_with_mutant_compiled(bdir: Path) -> None:
+    """What ci/mutants SIGKILLed after building a mutant leaves: the mutant compiled and in
+    place, the original beside it."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / "fixtures")!r})
+        from pathlib import Path
+        from ivflat.ci import mutants
+        bdir = Path({str(bdir)!r})
+        with mutants.mutated(bdir, "return 1;", "return 2;"):
+            mutants.ninja(bdir)
+            print("built", flush=True)
+            sys.stdin.read()  # until killed
+        """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, CCACHE_DISABLE="1"))
+    try:
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], scaled(60))
+        assert ready and child.stdout.readline() == "built\n", "the child built no mutant"
+    finally:
+        child.kill()
+        child.communicate()
+    assert _compiled_from(bdir) == 2
+
+
+def test_a_restored_source_is_recompiled_by_ninja(tmp_path: Path) -> None:
+    """The original put back by restore_leftover is newer than the mutant's binary: plain
+    ninja recompiles it (the rename kept its older mtime, and ninja kept the mutant)."""
+    bdir = _ninja_tree(tmp_path)
+    _killed_with_mutant_compiled(bdir)
+    assert mutants.restore_leftover(bdir)
+    subprocess.run(["ninja", "-C", str(bdir)], check=True, capture_output=True)
+    assert _compiled_from(bdir) == 1
+
+
+def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever brought the original back (here a rename that keeps its old mtime, as the
+    restore did before), the next compile through ivflat.ci.provenance recompiles it and
+    records the source it compiled; a published build of the mutant is stale."""
+    monkeypatch.setenv("CCACHE_DISABLE", "1")
+    bdir = _ninja_tree(tmp_path)
+    src = mutants.device_source(bdir)
+    _killed_with_mutant_compiled(bdir)
+    assert provenance.recorded(bdir) == provenance.digests(bdir.parent)  # the mutant's
+    src.with_name(src.name + mutants.ORIG_SUFFIX).replace(src)  # old mtime, no utime
+    assert provenance.recorded(bdir) != provenance.digests(bdir.parent)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in qemubuild.OUTPUTS:
+        (out / name).write_text("")
+    (out / "BUILDINFO.json").write_text(json.dumps(
+        {"sources": provenance.digests(bdir.parent)}))
+    assert "no record of a finished compile" in str(qemubuild._stale(out, bdir))
+    mutants.ninja(bdir)
+    assert _compiled_from(bdir) == 1
+    assert provenance.recorded(bdir) == provenance.digests(bdir.parent)
+    assert provenance.recorded(bdir)[mutants.DEVICE] == hashlib.sha256(
+        PROGRAM.encode()).hexdigest()
+    assert qemubuild._stale(out, bdir) is None
+    src.write_text(PROGRAM.replace("1;", "3;"))  # the tree no longer holds that source
+    assert "built from other sources" in str(qemubuild._stale(out, bdir))
+
+
+def test_no_copy_is_taken_of_a_mutated_tree(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fix series' tree and the Debian base repository are copies of the reference
+    tree: taken while a killed mutation run's leftover is there, they kept the mutant (and
+    its original, which a build of the fixes tree put back over the fixes)."""
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(tmp_path / "cache"))
+    bdir = _tree(tmp_path)
+    tree = bdir.parent
+    (tree / ".unpacked").write_text("1:10.0.0-1\n")
+    ref = tmp_path / "cache" / "reference"
+    ref.mkdir(parents=True)
+    (ref / "BUILDINFO.json").write_text(json.dumps(
+        {"tree": str(tree), "sources": provenance.digests(tree)}))
+    src = mutants.device_source(bdir)
+    for copy in ("fixes", "debian-git"):
+        src.with_name(src.name + mutants.ORIG_SUFFIX).write_text(ORIGINAL)
+        src.write_text(ORIGINAL.replace("return 1;", "return 2;"))
+        if copy == "fixes":  # no series applies to this tree: it is left, not copied
+            with pytest.raises(Skip):
+                qemubuild.with_fixes(tmp_path / "cache", "x", tree)
+        else:
+            repo = debian_base_repo()
+            assert (repo / mutants.DEVICE).read_text() == ORIGINAL
+            assert not list(repo.rglob("*" + mutants.ORIG_SUFFIX))
+        assert src.read_text() == ORIGINAL and not mutants.restore_leftover(bdir)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))
+def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
+        tmp_path: Path) -> None:
+    """The issue's reproducer on the real reference: ``ci/mutants --only
+    ivposition-off-by-one`` SIGKILLed once its mutant is built and under test, then
+    ``ci/build-qemu``: the tree is whole again, the build dir's binary and the published
+    one are unmutated (BUILDINFO's hash is the original source's, IVPOSITION is right)."""
+    if reference_tool("qemu-system-arm") is None:
+        pytest.skip("no reference build: run ci/build-qemu")
+    with selftest_lock(cache_dir()):
+        res = run_tool([sys.executable, str(BUILD_QEMU)])
+        assert res.returncode == 0, res.stderr[-3000:]
+        info = json.loads((cache_dir() / "reference" / "BUILDINFO.json").read_text())
+        tree, bdir = Path(info["tree"]), Path(info["build_dir"])
+        original = (tree / mutants.DEVICE).read_bytes()
+        events = Events(tmp_path / "events.sock")
+        try:
+            cmd = [sys.executable, str(REPO / "ci" / "mutants"), "--only",
+                   "ivposition-off-by-one", "--", "-p", "selftests.ci.ready_plugin",
+                   "-k", "test_ivposition_reports_server_assigned_id"]
+            with started_tool(cmd, env=events.env()) as tool:
+                events.wait(tool, kind="test")  # the mutant is built and under test
+                tool.proc.kill()  # and everything it started, on leaving the block
+        finally:
+            events.close()
+        src = tree / mutants.DEVICE
+        assert src.with_name(src.name + mutants.ORIG_SUFFIX).exists()  # what it leaves
+        res = run_tool([sys.executable, str(BUILD_QEMU)])
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert src.read_bytes() == original
+        assert not src.with_name(src.name + mutants.ORIG_SUFFIX).exists()
+        binary = Path(res.stdout.strip().splitlines()[-1])
+        built = json.loads((binary.parent / "BUILDINFO.json").read_text())
+        assert built["sources"][mutants.DEVICE] == hashlib.sha256(original).hexdigest()
+        assert provenance.recorded(bdir) == provenance.digests(tree)
+        for qemu in (bdir / "qemu-system-arm", binary):
+            res = run_tool([sys.executable, "-m", "pytest", "qtests/test_registers.py",
+                            "-q", "-p", "no:cacheprovider", f"--qemu={qemu}",
+                            "-k", "test_ivposition_reports_server_assigned_id"])
+            assert res.returncode == 0, f"{qemu}:\n{res.stdout[-3000:]}"
