@@ -24,7 +24,7 @@ import pytest
 
 from ivflat import reaper
 from ivflat.paths import REPO, cache_dir
-from ivflat.plugin import QEMU_ENV
+from ivflat.under_test import QEMU_ENV
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
 
