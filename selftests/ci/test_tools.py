@@ -22,13 +22,9 @@ from ivflat.ci import wiring
 from ivflat.ci.bisect import step_command
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import ABORT, InternalError
-from ivflat.ci.qemubuild import (
-    configure_stamp,
-    origin_tree,
-    subproject_donors,
-    user_source,
-)
+from ivflat.ci.qemubuild import user_source
 from ivflat.ci.suite import new_run_dir, parse_junit
+from ivflat.ci.trees import configure_stamp, origin_tree, subproject_donors
 from ivflat.ci.workclone import WorkClone
 from ivflat.paths import REPO, cache_dir
 from ivflat.subprojects import NEEDED
