@@ -95,8 +95,8 @@ def _dev_with_id(make_server, launch_dev, peer_id: int = 0x1234):
 
 @both_paths
 def test_narrow_reads_at_register_base(make_server, launch_dev):
-    """8/16-bit reads at a register's own offset are widened to 32 bits and masked: the
-    low lanes of IVPOSITION read back little-endian."""
+    """8/16-bit reads at a register's own offset return its low lanes, little-endian (as
+    it is: widened to a 32-bit read and masked; fixed: read with their own size)."""
     io = _dev_with_id(make_server, launch_dev).io
     base = board.IOMEM_ADDR + board.IVPOSITION
     assert io.readb(base) == 0x34
@@ -153,13 +153,25 @@ def test_reads_return_the_bytes_they_cover(make_server, launch_dev):
 
 
 @both_paths
-def test_halfword_write_to_doorbell_low_half_rings(dev):
-    """A 16-bit write to DOORBELL's low half is widened to a 32-bit write of the same value:
-    peer 0, the given vector (documented behaviour of 10.0.x)."""
-    dev.io.writew(board.IOMEM_ADDR + board.DOORBELL, 0x0000)
+@known_bug("unaligned-doorbell-write", raises=AssertionError)
+def test_narrow_write_to_doorbell_does_not_ring(dev):
+    """Only a whole 32-bit write at DOORBELL rings: a byte or halfword there carries no
+    whole peer id and vector, and the device cannot tell it from a piece of a misaligned
+    word write that qtest's or TCG's split handed it (the next test), so fix 0006 ignores
+    it (logged as a guest error); then a word write rings exactly once.
+
+    As it is (10.0.x) each narrow write is widened to a 32-bit write of the zero-extended
+    value and rings peer 0 with that vector (ivshmem-pci does that too): three rings. The
+    design and why: ci/patches/fixes/0006."""
+    base = board.IOMEM_ADDR + board.DOORBELL
+    dev.sync_traces()
+    mark = len(dev.vm.traces("ivshmem_flat_interrupt_peer"))
+    dev.io.writew(base, 0x0000)
+    dev.io.writeb(base, 0x00)
+    dev.io.writel(base, board.doorbell_value(0, 0))
     dev.settle()
-    rings = dev.vm.traces("ivshmem_flat_interrupt_peer")
-    assert rings and rings[-1].ints[:2] == (0, 0)
+    rings = [t.ints[:2] for t in dev.vm.traces("ivshmem_flat_interrupt_peer")[mark:]]
+    assert rings == [(0, 0)]
 
 
 @both_paths
@@ -171,9 +183,10 @@ def test_unaligned_word_write_does_not_ring(dev):
     Both paths split it into aligned pieces, each widened to a register write, but not the
     same pieces: qtest (memory_access_size) a byte at 11, a halfword at 12, a byte at 14;
     TCG (int_st_mmio_leN) four bytes, 11 to 14. 0x00001200 rings peer 0 vector 0x12 on both;
-    0x00ABCD00 rings vector 0xABCD over qtest, 0xCD from the CPU. Setting .impl.unaligned
-    (fix 0006) hands qtest's access over whole, to be refused, but TCG still splits before
-    the memory core sees it: the CPU path keeps ringing, so the fix is not judged FIXED."""
+    0x00ABCD00 rings vector 0xABCD over qtest, 0xCD from the CPU. Fix 0006 rings DOORBELL
+    only on a whole 32-bit write, so no piece rings on either path. (Its v1 set
+    .impl.unaligned, which made qtest hand the access over whole, to be refused, but TCG
+    splits before the memory core sees it: the CPU path kept ringing.)"""
     dev.sync_traces()
     mark = len(dev.vm.traces("ivshmem_flat_interrupt_peer"))
     dev.io.access("w", 4, board.IOMEM_ADDR + board.DOORBELL - 1, 0x00001200)

@@ -58,17 +58,6 @@ def test_memory_core_splitting(offset, size, expected):
     assert pieces(offset, size) == expected
 
 
-@pytest.mark.parametrize("offset,size,expected", [
-    (0xB, 4, [(0xB, 4)]),  # reaches the fixed device whole, which refuses it
-    (0x9, 2, [(0x9, 2)]),
-    (0xE, 4, [(0xE, 2), (0x10, 2)]),  # still clipped at the block's end
-    (-2, 4, [(-2, 2), (0, 2)]),  # the background region is cut as before
-])
-def test_fixed_device_takes_accesses_whole(offset, size, expected):
-    """ci/patches/fixes 0006 (impl.unaligned, valid.unaligned false)."""
-    assert pieces(offset, size, whole=True) == expected
-
-
 def test_registers_read_as_documented():
     """test_reserved_registers_read_zero_and_ignore_writes, test_doorbell_reads_zero,
     test_narrow_reads_at_register_base."""
@@ -85,8 +74,11 @@ def test_narrow_read_inside_register_as_is_and_fixed():
     assert as_is.read(board.IVPOSITION + 1, 1) == 0
     assert fixed.read(board.IVPOSITION + 1, 1) == 0x12
     assert fixed.read(board.IVPOSITION + 2, 2) == 0
-    assert fixed.read(board.IVPOSITION - 1, 4) == 0  # misaligned: refused (fix 0006)
-    assert as_is.read(board.IVPOSITION - 1, 4) == 0x123400  # split: (8, 2) is served
+    # split (7, 1), (8, 2), (10, 1): fixed, each piece reads the bytes it covers; as is,
+    # right by luck of the halfword at IVPOSITION's own offset
+    assert fixed.read(board.IVPOSITION - 1, 4) == 0x123400
+    assert as_is.read(board.IVPOSITION - 1, 4) == 0x123400
+    assert fixed.read(board.IVPOSITION + 1, 2) == 0x12  # (9, 1), (10, 1)
     assert "narrow-read-inside-register" in fixed.diverged and not as_is.diverged
     assert model().read(board.IVPOSITION, 4) == ID and not model().diverged
 
@@ -103,14 +95,18 @@ def test_doorbell_rings_exactly_one_eventfd():
     assert m.take_fired() == {} and m.pulses == 0
 
 
-def test_halfword_and_byte_writes_at_doorbell_ring_peer_zero():
-    """test_halfword_write_to_doorbell_low_half_rings."""
-    m = Model(own_id=5)
-    m.message(0, fd=True)
-    m.write(board.DOORBELL, 2, 0)
-    m.write(board.DOORBELL, 1, 0)
-    m.write(board.DOORBELL + 2, 2, 0)  # the upper half is no register: nothing
-    assert m.take_fired() == {(0, 0): 2}
+def test_narrow_writes_at_doorbell_ring_peer_zero_as_is_only():
+    """test_narrow_write_to_doorbell_does_not_ring: as is, widened to 32 bits; fixed
+    (0006), only a whole 32-bit write rings."""
+    for bugs, expected in ((AS_IS, {(0, 0): 3}), (FIXED, {(0, 0): 1})):
+        m = Model(bugs=bugs, own_id=5)
+        m.message(0, fd=True)
+        m.write(board.DOORBELL, 2, 0)
+        m.write(board.DOORBELL, 1, 0)
+        m.write(board.DOORBELL + 2, 2, 0)  # the upper half: nothing either way
+        m.write(board.DOORBELL, 4, board.doorbell_value(0, 0))
+        assert m.take_fired() == expected
+        assert ("unaligned-doorbell-write" in m.diverged) == (bugs == FIXED)
 
 
 def test_unaligned_write_rings_a_torn_value_as_is_only():
