@@ -168,15 +168,17 @@ def test_fix_series_files_read_as_seven_patches_and_a_cover(tmp_path: Path) -> N
 def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Path) -> None:
     """The real tool on the synthetic history's base (Debian's tree): an mbox holding a cover
     letter and the shipped fix for own-vector-opaque (self-contained: the first patch).
-    Its three tests turn from xfail to XPASS(strict); the tool says FIXED with the id,
-    nothing regressed, exit 0, and the Markdown report says so too."""
+    Its tests (three rings, and the ivshmem-pci comparison) turn from xfail to
+    XPASS(strict); the tool says FIXED with the id, nothing regressed, exit 0, and the
+    Markdown report says so too."""
     bug = known_bugs.get("own-vector-opaque")
     assert bug.fix is not None
     mbox = tmp_path / "series.mbx"
     mbox.write_text(COVER_MAIL + (REPO / "ci/patches/fixes" / bug.fix).read_text())
     res = run_tool([sys.executable, str(VALIDATE), str(mbox), "--source", str(history["repo"]),
                     "--base", history["base"], "--report", "md", "--",
-                    "-k", "test_host_ringing_guest_vector_pulses_irq or test_ivposition"])
+                    "-k", "test_host_ringing_guest_vector_pulses_irq or test_ivposition "
+                    "or test_same_as_pci"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "cover letter: [PATCH 0/1] one fix" in res.stderr
     fixed = res.stdout.split(f"**FIXED ({len(bug.tests)})**")[1].split("**")[0]
@@ -196,13 +198,15 @@ def test_bug_verdicts_fixed_still_shown_and_not_judged(tmp_path: Path) -> None:
     shows, one whose tests pass (or skip) alike on both sides is not judged on this build
     (the ASan-only bug on a plain build), one not selected is not run."""
     ids = [junit_id(t) for t in known_bugs.get("doorbell-vector-unchecked").tests]
-    fixed_t = junit_id(known_bugs.get("version-unchecked").tests[0])
+    fixed_ts = [junit_id(t) for t in known_bugs.get("version-unchecked").tests]
     still_t = junit_id(known_bugs.get("eof-mid-greeting").tests[0])
-    before = suite.TestRun(0, {ids[0]: "passed", ids[1]: "skipped", fixed_t: "xfailed",
-                               still_t: "xfailed"}, {}, 1.0, "")
-    after = suite.TestRun(1, {ids[0]: "passed", ids[1]: "skipped", fixed_t: "failed",
-                              still_t: "xfailed"},
-                          {fixed_t: "[XPASS(strict)] known bug version-unchecked: x"}, 1.0, "")
+    before = suite.TestRun(0, {ids[0]: "passed", ids[1]: "skipped", still_t: "xfailed",
+                               **dict.fromkeys(fixed_ts, "xfailed")}, {}, 1.0, "")
+    after = suite.TestRun(1, {ids[0]: "passed", ids[1]: "skipped", still_t: "xfailed",
+                              **dict.fromkeys(fixed_ts, "failed")},
+                          dict.fromkeys(fixed_ts,
+                                        "[XPASS(strict)] known bug version-unchecked: x"),
+                          1.0, "")
     table = dict(bug_table(before, after, compare(before, after)))
     assert table["version-unchecked"] == "FIXED"
     assert table["eof-mid-greeting"] == "still shows (xfail)"
