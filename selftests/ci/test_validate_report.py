@@ -153,12 +153,15 @@ def test_mbox_with_cover_letter_out_of_order_applies_in_order(tmp_path: Path) ->
     assert (repo / "f.txt").read_text() == "one\nline 2\nline 3\n"
 
 
-def test_fix_series_files_read_as_seven_patches_and_a_cover(tmp_path: Path) -> None:
-    """The shipped series, as `ci/validate-patch ci/patches/fixes/*.patch` reads it."""
-    series = read_series(sorted((REPO / "ci/patches/fixes").glob("*.patch")), tmp_path)
-    assert series.cover is not None and "0/7" in series.cover
-    assert [int(p.subject.split("/")[0].split()[-1]) for p in series.patches] == \
-        list(range(1, 8))
+def test_fix_series_files_read_as_numbered_patches_and_a_cover(tmp_path: Path) -> None:
+    """The shipped series, as `ci/validate-patch ci/patches/fixes/*.patch` reads it: a
+    v2 cover letter 0/N and patches 1/N .. N/N, one per file, in order."""
+    files = sorted((REPO / "ci/patches/fixes").glob("*.patch"))
+    n = len(files) - 1
+    series = read_series(files, tmp_path)
+    assert series.cover is not None and f"[PATCH v2 0/{n}]" in series.cover
+    assert [p.subject.split("]")[0] for p in series.patches] == \
+        [f"[PATCH v2 {i}/{n}" for i in range(1, n + 1)]
     assert series.skipped == []
 
 
