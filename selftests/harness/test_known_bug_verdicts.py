@@ -231,3 +231,34 @@ def test_signal_signature_without_a_sanitizer():
     assert not crash_matches(sig, 1, [])
     assert not crash_matches(sig, SEGV, ["free(): invalid pointer"])
     assert not crash_matches(CrashSignature("SEGV", ("f",)), SEGV, [])  # ASan-only
+
+
+UNSEEN = """
+import os, signal
+
+
+def test_crash_after_the_last_check(vm):
+    assert vm.is_running()
+    os.kill(vm.pid, signal.SIGSEGV)  # then nothing of the harness looks at QEMU again:
+    os.waitid(os.P_PID, vm.pid, os.WEXITED | os.WNOWAIT)  # dead (unreaped) by teardown
+
+
+def test_crash_the_test_waited_for(vm):
+    os.kill(vm.pid, signal.SIGSEGV)
+    assert vm.wait_exit() == -signal.SIGSEGV
+"""
+
+
+def test_a_crash_after_the_last_check_is_an_error(plugin_pytester):
+    """A QEMU that crashed after the test's last look at it (dead before the fixture's
+    teardown, which then had nothing left to stop) must not let the test pass: teardown
+    reports it as an error. One the test itself waited for and judged is the test's."""
+    binary = reference_tool("qemu-system-arm")
+    if binary is None:
+        pytest.skip("no reference build (ci/build-qemu)")
+    res = _run(plugin_pytester, UNSEEN, f"--qemu={binary}")
+    got = _outcomes(res)
+    assert sorted(got["test_crash_after_the_last_check"]) == ["ERROR", "PASSED"], \
+        res.stdout.str()[-3000:]
+    assert got["test_crash_the_test_waited_for"] == ["PASSED"], res.stdout.str()[-3000:]
+    assert "SIGSEGV" in res.stdout.str()
