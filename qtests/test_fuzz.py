@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 SEED = 20260213
 
 
-def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_caps,
+def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_caps, firmware_dir,
                                                             short_tmp, pytestconfig):
     """Fixed seed, derandomized: the same examples every run. A failure is shrunk and its
     artifacts (failure.txt with the minimal program, vm/reproduce.sh) are kept.
@@ -34,8 +34,9 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
     model with every bug that has a fix fixed instead (a bug registered without a fix
     stays as it is): that is checked before calling it a new bug, so a series that fixes
     the known bugs is no regression here (their own tests say FIXED).
-    Verdicts come from unshrunk runs; only a failure is run again and shrunk
-    ($IVSHMEM_FUZZ_SHRINK=0: not even that)."""
+    Examples run on a qtest VM or a CpuMachine (drawn), so the guest CPU's loads and
+    stores are in the profile too. Verdicts come from unshrunk runs; only a failure is run
+    again and shrunk ($IVSHMEM_FUZZ_SHRINK=0: not even that)."""
     fixed = expected_fixed(pytestconfig, wired_qemu)[0]
     keep = Path(pytestconfig.getoption("--keep-artifacts")).resolve() / "fuzz"
 
@@ -43,7 +44,8 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
 
     def batch(fixed: frozenset[str], shrink: bool, name: str = "expect"):
         config = FuzzConfig(binary=wired_qemu, qtest_accel=qemu_caps.qtest_accel,
-                            mode="expect", fixed=fixed, workdir=short_tmp)
+                            mode="expect", fixed=fixed, workdir=short_tmp,
+                            firmware=firmware_dir)
         return run_batch(config, seed=SEED, examples=40, steps=30, db=None,
                          artifacts=keep / name, derandomize=True, shrink=shrink)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ivflat import board, known_bugs, rules
-from ivflat.model import AS_IS, FIXED, SHM_FAULTS, Greeting, Model, Undefined, pieces
+from ivflat.model import AS_IS, FIXED, SHM_FAULTS, Greeting, Model, Undefined, cpu_pieces, pieces
 
 ID = 0x1234
 
@@ -56,6 +56,43 @@ def test_rules_cover_the_bugs_and_are_implemented():
 ])
 def test_memory_core_splitting(offset, size, expected):
     assert pieces(offset, size) == expected
+
+
+@pytest.mark.parametrize("offset,size,expected", [
+    (0x8, 4, [(0x8, 4)]),
+    (0xB, 4, [(0xB, 1), (0xC, 1), (0xD, 1), (0xE, 1)]),  # four byte writes at DOORBELL-1
+    (0x7, 4, [(0x7, 1), (0x8, 1), (0x9, 1), (0xA, 1)]),
+    (0xA, 4, [(0xA, 2), (0xC, 2)]),
+    (0x9, 2, [(0x9, 1), (0xA, 1)]),
+    (-2, 4, [(-2, 2), (0, 2)]),
+    (-1, 2, [(-1, 1), (0, 1)]),
+])
+def test_tcg_splitting(offset, size, expected):
+    """cputlb.c: naturally aligned pieces of ctz(size | addr | 8) bytes (test_cpu_path.py,
+    test_unaligned_word_write_does_not_ring[cpu])."""
+    assert cpu_pieces(offset, size) == expected
+
+
+def test_cpu_path_reads_and_rings_what_tcg_splits():
+    """The CPU helper's measurements: a word at IVPOSITION-1 reads 0x00003400 from the CPU
+    (the bug's silent 0 at 9) where qtest reads 0x00123400; 0x00001200 at DOORBELL-1 rings
+    peer 0 vector 0x12 on both paths as is (qtest's halfword and the CPU's byte at 12 carry
+    the same value), nothing once fixed."""
+    assert model().read(board.IVPOSITION - 1, 4, "cpu") == 0x3400
+    assert model(FIXED).read(board.IVPOSITION - 1, 4, "cpu") == 0x123400
+    assert model().read(board.IVPOSITION - 1, 4, "qtest") == 0x123400
+    assert "narrow-read-inside-register" not in model().diverged
+    for path in ("qtest", "cpu"):
+        for bugs, expected in ((AS_IS, {(0, 0x12): 1}), (FIXED, {})):
+            m = Model(bugs=bugs, own_id=5)
+            for _ in range(0x13):
+                m.message(0, fd=True)
+            m.write(board.DOORBELL - 1, 4, 0x00001200, path)
+            assert m.take_fired() == expected, (path, bugs)
+    m = Model(bugs=AS_IS, own_id=5)
+    m.message(0, fd=True)
+    with pytest.raises(Undefined):  # vector 0xABCD over qtest, 0xCD from the CPU: both >= 64
+        m.write(board.DOORBELL - 1, 4, 0x00ABCD00, "cpu")
 
 
 def test_registers_read_as_documented():
