@@ -98,7 +98,7 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
     it ran on first: one that fails on every patched run is "reproduced 3/3" and counts;
     one that failed once more in 3 rounds is "flaky 1/3", shown but not counted; the steady
     test is not re-run. All of it is in the run directory, and the base's build kept aside
-    for the re-runs is gone after the run."""
+    for the re-runs is gone after the run, also when a stale one was in the way."""
     series = patch(tree, tmp_path, (tree / "hw/misc/ivshmem-flat.c").read_text() + "/* */\n")
     res = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
                     "--report", "md", "--", FLIP])
@@ -114,4 +114,13 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
     rd = run_dir(res)
     assert sorted(p.name for p in (rd / "confirm").iterdir()) == \
         [f"{side}-{i}" for side in ("after", "before") for i in (1, 2, 3)]
+    assert list((tmp_path / "cache" / "builds").glob("*.base")) == []
+    # what an older version of the tool left (the link itself renamed aside, then an
+    # rmtree() that refused it): the next run replaces it instead of dying on it
+    (published,) = (p for p in (tmp_path / "cache" / "builds").iterdir()
+                    if p.is_symlink() and p.name.endswith("-default"))
+    published.with_name(published.name + ".base").symlink_to("gone.v1")
+    again = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
+                      "--", FLIP])
+    assert again.returncode == 1, again.stdout + again.stderr
     assert list((tmp_path / "cache" / "builds").glob("*.base")) == []
