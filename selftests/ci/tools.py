@@ -125,11 +125,16 @@ def marked_pids(marker: str) -> list[int]:
 
 
 def processes_mentioning(text: str) -> list[str]:
-    """Command lines (from /proc) that contain *text*, e.g. a work clone's path."""
+    """Command lines (from /proc) that contain *text*, e.g. a work clone's path. Only of
+    processes under our own root: a run in a chroot on the same machine (a fresh root
+    checking the README's commands) has paths that read the same and are not ours."""
     found = []
+    root = os.readlink("/proc/self/root")
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid():
             with contextlib.suppress(OSError):
+                if os.readlink(d / "root") != root:
+                    continue
                 args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(
                     errors="replace")
                 if text in args:
@@ -249,5 +254,7 @@ def interrupt(tool: Tool) -> tuple[int, str, str]:
 
 
 def no_leftovers(tool: Tool, work: Path) -> None:
-    assert marked_pids(tool.marker) == []
-    assert processes_mentioning(str(work)) == []
+    left = marked_pids(tool.marker)
+    assert left == [], f"the tool's processes outlived it: {left}"
+    mentioning = processes_mentioning(str(work))
+    assert mentioning == [], f"processes still at work in {work}: {mentioning}"
