@@ -214,6 +214,8 @@ def test_ids_at_the_range_edges_are_peers(make_server, launch_dev, peer):
 
 @pytest.mark.parametrize("own", [0, 0x8000, MAX_PEER_ID], ids=hex)
 def test_own_ids_at_the_range_edges(make_server, launch_dev, own):
+    """Any own id in 0..65535 is taken whole: IVPOSITION reads it, and a DOORBELL to it
+    rings the guest's own vector (one pulse)."""
     server = make_server(kind="python", ids=[own])
     dev = launch_dev(server)
     assert dev.ivposition == own
