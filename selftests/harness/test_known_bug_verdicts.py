@@ -133,12 +133,14 @@ def test_a_crash_is_never_the_expected_failure(plugin_pytester):
 
 
 def test_errors_outside_the_call_are_never_the_expected_failure(plugin_pytester):
-    """pytest itself judges a teardown error by the xfail's raises= (the plain xfail shows
-    it); a known-bug test's teardown error is an error, and so is the harness's report of a
-    QEMU that crashed while quitting."""
+    """A known-bug test's teardown error is an error, and so is the harness's report of a
+    QEMU that crashed while quitting. Whatever pytest does with a plain xfail's teardown
+    error (up to 9.0 it judged it by raises=, an XFAIL; 9.2 reports an ERROR), ours never
+    depend on it."""
     res = _run(plugin_pytester, TEARDOWN)
     got = _outcomes(res)
-    assert got["test_plain_xfail"] == ["XFAIL", "XFAIL"], res.stdout.str()[-3000:]
+    assert sorted(got["test_plain_xfail"]) in (["XFAIL", "XFAIL"], ["ERROR", "XFAIL"]), \
+        res.stdout.str()[-3000:]
     assert sorted(got["test_known_bug"]) == ["ERROR", "XFAIL"], res.stdout.str()[-3000:]
     assert sorted(got["test_shutdown_report"]) == ["ERROR", "XFAIL"]
     assert "NotTheBug: teardown failed" in res.stdout.str()
