@@ -353,7 +353,10 @@ def test_sweep_takes_only_what_dead_owners_left(tmp_path):
         assert victim.wait(timeout=timeouts.scaled()) == -signal.SIGKILL
         assert not shm_dead.exists() and not tmp_dead.exists()
         assert shm_live.exists() and tmp_live.exists()
-        assert len(swept) == 3, swept
+        # what this sweep itself took: the dead owner's only (not a count: any other
+        # pytest starting meanwhile, an xdist sibling's inner run, sweeps the same
+        # leftovers first, rightly; the soak saw 2 of 3 once in 20 runs)
+        assert all(dead in s for s in swept), swept
     finally:
         if victim.poll() is None:
             victim.kill()
