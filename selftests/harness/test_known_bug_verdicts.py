@@ -97,10 +97,11 @@ def test_shutdown_report(qemu_failed_at_shutdown):
 
 
 def _outcomes(res: pytest.RunResult) -> dict[str, list[str]]:
-    """test name -> the outcomes ``-rA`` reports for it (a teardown error adds ERROR)."""
+    """test name -> the outcomes ``-rA`` reports for it (a teardown error adds ERROR; pytest
+    9.2 also names the phase: "XFAIL at teardown of <file>::<test>")."""
     got: dict[str, list[str]] = {}
     for line in res.outlines:
-        m = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) \S+::(\w+)", line)
+        m = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS)(?: at \w+ of)? \S+::(\w+)", line)
         if m:
             got.setdefault(m.group(2), []).append(m.group(1))
     return got
