@@ -112,3 +112,15 @@ def test_two_campaigns_share_a_redis_database(wired_qemu, short_tmp, redis_url):
     assert second.returncode == 1, out[-2000:]
     assert "found in example 1 of the batch" in out, \
         f"the failure saved in Redis was not replayed first:\n{out}"
+
+
+def test_an_unusable_redis_database_is_refused_not_a_finding(wired_qemu, short_tmp,
+                                                             redis_url):
+    """A Redis database the server does not have (db 99 of 16) is refused at once, exit 2
+    with the reason: not a campaign whose every example 'fails' on the database."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--qemu",
+         str(wired_qemu), "--db", redis_url.replace("db=3", "db=99"), "--artifacts",
+         str(short_tmp / "art")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "cannot use the example database" in res.stderr and "FAILURE" not in res.stdout
