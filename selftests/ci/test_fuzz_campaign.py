@@ -1,21 +1,29 @@
 """ci/fuzz, the campaign tool: concurrent campaigns share one example database (the
-scale-out the README describes), and a saved failure is replayed first. A self-test of the
-tool: the device catalogue's fixed-seed profile is qtests/test_fuzz.py."""
+scale-out the README describes: a directory, or a real Redis server), and a saved failure
+is replayed first. A self-test of the tool: the device catalogue's fixed-seed profile is
+qtests/test_fuzz.py."""
 
 from __future__ import annotations
 
+import os
+import selectors
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
+from ivflat import timeouts
 from ivflat.paths import REPO
+from ivflat.reaper import pdeathsig_prefix
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
-def _campaign(qemu: Path, db: Path, art: Path, seed: int) -> subprocess.Popen[str]:
+def _campaign(qemu: Path, db: str | Path, art: Path, seed: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--seed", str(seed),
          "--qemu", str(qemu),
@@ -57,3 +65,62 @@ def test_rediscover_times_a_bug_and_names_it(wired_qemu):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     row = [ln for ln in res.stdout.splitlines() if ln.startswith("| unaligned-doorbell-write")]
     assert row and row[0].count(",") == 1 and "not found" not in row[0], res.stdout
+
+
+@pytest.fixture
+def redis_url(short_tmp: Path) -> Iterator[str]:
+    """A redis-server of the test's own, on a UNIX socket in its private directory (no
+    TCP port, no dump file), stopped at the end; the directory goes with short_tmp."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server: "
+                    "ci/install-deps)")
+    sock = short_tmp / "redis.sock"
+    proc = subprocess.Popen(
+        [*pdeathsig_prefix(), binary, "--port", "0", "--unixsocket", str(sock), "--dir",
+         str(short_tmp), "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        seen, deadline = b"", timeouts.Deadline(10)
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while b"ready to accept connections" not in seen.lower():  # 7.0 and 7.2 words
+                chunk = os.read(proc.stdout.fileno(), 4096) if sel.select(deadline.left()) \
+                    else b""
+                if not chunk:
+                    pytest.fail(f"redis-server did not come up within {deadline.total}s "
+                                f"(exit {proc.poll()}): {seen.decode(errors='replace')}")
+                seen += chunk
+        yield f"unix://{sock}?db=3"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=timeouts.scaled())
+        proc.stdout.close()
+
+
+def test_two_campaigns_share_a_redis_database(wired_qemu, short_tmp, redis_url):
+    """ci/fuzz --db redis://... on a real Redis server: a campaign saves its failure there,
+    and a second campaign, with another seed, replays it first (its first example fails)."""
+    first = _campaign(wired_qemu, redis_url, short_tmp / "art1", 1)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 1 and "FAILURE" in out, out[-2000:]
+    with Redis.from_url(redis_url) as client:
+        assert client.keys("hypothesis-example:*"), "nothing saved in Redis"
+    second = _campaign(wired_qemu, redis_url, short_tmp / "art2", 99)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 1, out[-2000:]
+    assert "found in example 1 of the batch" in out, \
+        f"the failure saved in Redis was not replayed first:\n{out}"
+
+
+def test_an_unusable_redis_database_is_refused_not_a_finding(wired_qemu, short_tmp,
+                                                             redis_url):
+    """A Redis database the server does not have (db 99 of 16) is refused at once, exit 2
+    with the reason: not a campaign whose every example 'fails' on the database."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--qemu",
+         str(wired_qemu), "--db", redis_url.replace("db=3", "db=99"), "--artifacts",
+         str(short_tmp / "art")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "cannot use the example database" in res.stderr and "FAILURE" not in res.stdout

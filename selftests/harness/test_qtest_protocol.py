@@ -139,3 +139,37 @@ def test_transcript_keeps_both_directions(wire):
     text = proto.transcript.text()
     assert "> endianness" in text and "< IRQ raise 6" in text and "< OK little" in text
     assert proto.transcript.commands() == ["endianness"]
+
+
+def test_pipelined_requests_get_their_own_replies_in_order(wire):
+    """cmds(): several requests in one write, each reply matched to its request even with
+    IRQ lines among them; a FAIL names its request, and the request after the batch gets
+    its own reply (every reply of the batch was taken)."""
+    answers = {"readl 0x0": ["OK 0x1"], "readl 0x4": ["IRQ raise 6", "OK 0x2"],
+               "bad": ["FAIL no"], "endianness": ["OK little"]}
+    proto, script = wire(lambda line: answers[line])
+    assert proto.cmds(["readl 0x0", "readl 0x4", "endianness"]) == ["0x1", "0x2", "little"]
+    assert [e.line for e in proto.irq_events()] == [6]
+    with pytest.raises(QTestError, match="'bad' failed: FAIL no"):
+        proto.cmds(["readl 0x0", "bad", "readl 0x4"])
+    assert proto.cmd("endianness") == "little"
+    assert script.seen == ["readl 0x0", "readl 0x4", "endianness", "readl 0x0", "bad",
+                           "readl 0x4", "endianness"]
+
+
+def test_pipelined_late_replies_are_dropped_not_misread(wire):
+    """A batch that times out after its first reply abandons the rest: their late replies
+    are dropped, the next request reads its own."""
+    gate = threading.Event()
+
+    def respond(line: str) -> list[str]:
+        if line == "slow":
+            gate.wait(timeouts.scaled())
+            return ["OK late"]
+        return ["OK " + line]
+
+    proto, _ = wire(respond, timeout=0.3)
+    with pytest.raises(QTestTimeout, match="'slow'"):
+        proto.cmds(["a", "slow", "b"])
+    gate.set()
+    assert proto.cmd("c") == "c"

@@ -650,3 +650,19 @@ def test_qemu_server_listening_check_is_by_socket_not_name(short_tmp):
             assert not _is_listening(name, other.pid)
     finally:
         other.communicate()
+
+
+def test_a_held_server_greets_only_once_admitted(short_tmp, raw):
+    """start(hold=True): a client connects but is neither accepted nor greeted (the
+    fuzzer's standby QEMU waits so in its device's realize) until admit() gives the ids,
+    vectors and fault; then it is greeted with those."""
+    srv = IvshmemServer(short_tmp / "held.sock", shm_size=SIZE).start(hold=True)
+    try:
+        a = raw(srv.socket_path)
+        assert srv.peers == [] and a.quiet()
+        srv.admit([7], vectors=2)
+        srv.wait_accepted(1)
+        assert a.take(5) == [*_greeting(7), (7, "eventfd"), (7, "eventfd")]
+        assert srv.peers == [7]
+    finally:
+        srv.stop()
