@@ -42,6 +42,9 @@ def _fence(server, vm, own_id: int) -> None:
 
 @pytest.mark.parametrize("fault,needle", [
     (Fault.NO_SHM_FD, "Could not receive valid shmem fd"),
+    # the memfd, but in a message whose value is not -1 (ivshmem-spec: the shared memory
+    # message is -1): refused like a missing fd
+    (Fault.SHM_MESSAGE_VALUE, "Could not receive valid shmem fd"),
     (Fault.WRONG_SIZE_FD, "shmem size different from device size"),
     (Fault.NON_SHM_FD, "shmem size different from device size"),
 ])

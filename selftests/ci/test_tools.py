@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import wiring
-from ivflat.ci.bisect import step_command
+from ivflat.ci.bisect import step_command, unfinished
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import ABORT, InternalError
 from ivflat.ci.qemubuild import user_source
@@ -150,6 +150,10 @@ def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
     assert run.returncode != 0, run.stdout
     assert "is the first bad commit" not in run.stdout, run.stdout
     assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
+    # ci/bisect around such a run: the step died before it recorded anything, which is the
+    # tools' failure (exit 3), never "bad input" (exit 2)
+    with pytest.raises(InternalError, match="no step recorded why"):
+        unfinished([], run.stdout + run.stderr)
 
 @pytest.mark.parametrize("cmd", ["bisect", "validate-patch"])
 def test_tool_internal_error_is_exit_3(cache: Path, tmp_path: Path, cmd: str) -> None:

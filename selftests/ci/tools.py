@@ -127,13 +127,16 @@ def marked_pids(marker: str) -> list[int]:
 def processes_mentioning(text: str) -> list[str]:
     """Command lines (from /proc) that contain *text*, e.g. a work clone's path. Only of
     processes under our own root: a run in a chroot on the same machine (a fresh root
-    checking the README's commands) has paths that read the same and are not ours."""
+    checking the README's commands) has paths that read the same and are not ours. The
+    roots are compared as inodes: readlink() of a root outside a chroot reads "/" there,
+    like the chroot's own (seen: a host's ci/bisect counted as a leftover of a chroot's)."""
     found = []
-    root = os.readlink("/proc/self/root")
+    me = os.stat("/proc/self/root")
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid():
             with contextlib.suppress(OSError):
-                if os.readlink(d / "root") != root:
+                root = os.stat(d / "root")
+                if (root.st_dev, root.st_ino) != (me.st_dev, me.st_ino):
                     continue
                 args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(
                     errors="replace")

@@ -303,6 +303,15 @@ def test_fault_bad_shm_fd(start_server, raw, fault, shm):
     assert c.quiet()
 
 
+@pytest.mark.parametrize("fault,value", [(Fault.SHM_MESSAGE_VALUE, 0),
+                                         (Fault.of("shm_message_value", value=5), 5)])
+def test_fault_shm_message_value(start_server, raw, fault, value):
+    """The real memfd, in a shared memory message that is not -1."""
+    _, c = _faulted(start_server, raw, fault)
+    assert c.take(4) == [(0, None), (0, None), (value, f"memfd:{SIZE}"), (0, "eventfd")]
+    assert c.quiet()
+
+
 def test_fault_too_many_vectors_also_announced_to_others(start_server, raw):
     srv = start_server()
     first = raw(srv.socket_path)

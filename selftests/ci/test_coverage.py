@@ -1,0 +1,128 @@
+"""ci/coverage: line, branch and function coverage of the device through gcovr, and its
+HTML (issue 21).
+
+Why: the report was a text table of lines only, read with gcov's JSON; QEMU developers
+look at gcovr's HTML (``make coverage-html``) and need branch coverage too. The fast test
+compiles a small C file in the device's place with gcc --coverage (a real gcov build dir
+laid out like QEMU's: ``<tree>/build-coverage/<lib>.p/hw_misc_ivshmem-flat.c.gcno``), runs
+it, and reads the real counters through the real command with real gcovr; the slow one
+runs ci/coverage --html on the reference coverage build with a tiny selection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ivflat.ci import coverage
+from ivflat.paths import REPO, cache_dir
+from ivflat.timeouts import scaled
+
+from .tools import TOOL_TIMEOUT, run_tool
+
+COVERAGE = REPO / "ci" / "coverage"
+PROGRAM = """\
+#include <stdlib.h>
+
+static int never(void)
+{
+    return 7;
+}
+
+int main(int argc, char **argv)
+{
+    int n = atoi(argv[1]);
+
+    if (n > 0) {
+        n = n * 2;
+    } else {
+        n = never();
+    }
+    return 0;
+}
+"""
+
+
+def line_of(text: str) -> int:
+    return PROGRAM.splitlines().index(text) + 1
+
+
+@pytest.fixture
+def gcov_build(tmp_path: Path) -> Path:
+    """A gcov build dir of a tree whose device source is PROGRAM, run once with n=1: the
+    `else` arm and never() are never run, `if (n > 0)` is taken one way only."""
+    if shutil.which("gcc") is None or shutil.which(coverage.GCOVR) is None:
+        pytest.skip("needs gcc and gcovr (ci/install-deps)")
+    src = tmp_path / "tree" / coverage.DEVICE
+    src.parent.mkdir(parents=True)
+    src.write_text(PROGRAM)
+    bdir = tmp_path / "tree" / "build-coverage"
+    (bdir / "libcommon.a.p").mkdir(parents=True)
+    obj = "libcommon.a.p/hw_misc_ivshmem-flat.c.o"
+    for cmd in (["gcc", "--coverage", "-O0", "-c", f"../{coverage.DEVICE}", "-o", obj],
+                ["gcc", "--coverage", obj, "-o", "qemu-system-arm"], ["./qemu-system-arm", "1"]):
+        subprocess.run(cmd, cwd=bdir, check=True)
+    return bdir
+
+
+def test_lines_branches_and_html_from_real_counters(gcov_build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(COVERAGE), "--build", str(gcov_build),
+                          "--no-run", "--html", "--out", str(out)],
+                         capture_output=True, text=True, timeout=scaled(300))
+    assert res.returncode == 0, res.stdout + res.stderr
+    never_line, if_line = line_of("        n = never();"), line_of("    if (n > 0) {")
+    cov = coverage.figures(coverage.gcovr(gcov_build, tmp_path / "again", html=False))
+    assert cov.never_functions == ["never"]
+    assert line_of("    return 7;") in cov.never_lines and never_line in cov.never_lines
+    assert line_of("        n = n * 2;") not in cov.never_lines
+    assert cov.never_branches == {if_line: (1, 2)}
+    assert cov.branches == (1, 2) and cov.functions == (1, 2)
+    assert cov.lines[1] - cov.lines[0] == len(cov.never_lines)
+    text = res.stdout
+    assert f"{coverage.DEVICE}: lines {coverage.percent(cov.lines)}, branches 1/2 (50.0%), " \
+           "functions 1/2 (50.0%)" in text
+    assert f"{never_line:5d}: n = never();" in text
+    assert f"{if_line:5d}: 1 of 2 never taken: if (n > 0) {{" in text
+    page = next((out / "html").glob("index.ivshmem-flat.c.*.html")).read_text()
+    assert "never" in page and "Branch 1 not taken" in page  # the source is highlighted
+    assert "ivshmem-flat.c" in (out / "html" / "index.html").read_text()
+    gcov = (out / "ivshmem-flat.c.gcov").read_text().splitlines()
+    assert re.fullmatch(r"\s+0:\s+\d+:        n = never\(\);", gcov[never_line - 1])
+    assert json.loads((out / "coverage.json").read_text())["files"]
+
+
+def test_nothing_to_report_is_said(gcov_build: Path, tmp_path: Path) -> None:
+    """No counters (nothing ran): exit 2 with the reason, no traceback."""
+    coverage.zero_counters(gcov_build)
+    res = subprocess.run([sys.executable, str(COVERAGE), "--build", str(gcov_build),
+                          "--no-run", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=scaled(300))
+    assert res.returncode == 2 and "no counters were written" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(scaled(TOOL_TIMEOUT)))
+def test_coverage_html_on_the_reference_coverage_build(tmp_path: Path) -> None:
+    """ci/coverage --html on `<cache>/reference-coverage` with -k test_ivposition: the
+    suite passes, the device's lines and branches are counted, gcovr's pages written."""
+    if not (cache_dir() / "reference-coverage" / "BUILDINFO.json").exists():
+        pytest.skip("no coverage build (ci/build-qemu --coverage)")
+    if shutil.which(coverage.GCOVR) is None:
+        pytest.skip("no gcovr (ci/install-deps)")
+    out = tmp_path / "out"
+    res = run_tool([sys.executable, str(COVERAGE), "--html", "--out", str(out), "--",
+                    "-k", "test_ivposition"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    m = re.search(r"lines (\d+)/(\d+) .*, branches (\d+)/(\d+) ", res.stdout)
+    assert m, res.stdout
+    run, lines, taken, branches = map(int, m.groups())
+    assert 0 < run < lines and 0 < taken < branches  # a selection runs some, not all
+    assert (out / "html" / "index.html").exists()
