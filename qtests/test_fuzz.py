@@ -38,7 +38,7 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
     stores are in the profile too. Verdicts come from unshrunk runs; only a failure is run
     again and shrunk ($IVSHMEM_FUZZ_SHRINK=0: not even that)."""
     fixed = expected_fixed(pytestconfig, wired_qemu)[0]
-    keep = Path(pytestconfig.getoption("--keep-artifacts")).resolve() / "fuzz"
+    keep = Path(pytestconfig.getoption("artifacts_dir")).resolve() / "fuzz"
 
     series = frozenset(b.id for b in known_bugs.BUGS if b.fix)
 

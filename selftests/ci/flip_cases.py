@@ -2,10 +2,10 @@
 
 ci/validate-patch's self-tests (test_validate_verdicts.py) run this module as PYTEST-ARGS to
 get a change that reproduces and one that is flaky, deterministically (no timing, no load).
-Each test counts its runs in a file of ``$IVF_FLIP_DIR`` (unset: it skips). ci/validate-patch
-runs the base, then the patched build, then rounds of (base, patched): a test's odd runs
-are on the base, its even runs on the patched build. Not named test_*.py: it runs only when
-named.
+Each test counts its runs in a file of ``$IVSHMEM_TEST_FLIP_DIR`` (unset: it skips).
+ci/validate-patch runs the base, then the patched build, then rounds of (base, patched): a
+test's odd runs are on the base, its even runs on the patched build. Not named test_*.py: it
+runs only when named.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 
 def run_number(name: str) -> int:
     """This run's number for the test *name* (1 for its first run)."""
-    where = os.environ.get("IVF_FLIP_DIR")
+    where = os.environ.get("IVSHMEM_TEST_FLIP_DIR")
     if not where:
-        pytest.skip("IVF_FLIP_DIR is not set (ci/validate-patch's self-tests set it)")
+        pytest.skip("IVSHMEM_TEST_FLIP_DIR is not set (ci/validate-patch's self-tests set it)")
     counter = Path(where) / name
     n = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(f"{n}\n")

@@ -3,9 +3,9 @@
 The Ctrl-C self-test needs to interrupt ci/bisect while a bisect step's pytest has QEMU
 running, and must not guess when that is. Given with ``-p selftests.ci.ready_plugin`` in the
 PYTEST-ARGS, this plugin sends one datagram per test to the UNIX socket named in
-``$IVF_CI_READY_SOCKET``: ``test <pid of the process that started pytest> <test id>``. Without the
-variable, with nobody listening or with the listener's queue full (it only reads while it
-waits for this event) it does nothing: never blocks, never fails a test.
+``$IVSHMEM_TEST_READY_SOCKET``: ``test <pid of the process that started pytest> <test id>``.
+Without the variable, with nobody listening or with the listener's queue full (it only reads
+while it waits for this event) it does nothing: never blocks, never fails a test.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import socket
 
 
 def pytest_runtest_call(item) -> None:
-    path = os.environ.get("IVF_CI_READY_SOCKET")
+    path = os.environ.get("IVSHMEM_TEST_READY_SOCKET")
     if not path:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \

@@ -26,6 +26,7 @@ reference build (ci/build-qemu) for the Debian source tree. Marked slow: run wit
 from __future__ import annotations
 
 import difflib
+import re
 import shutil
 import subprocess
 import sys
@@ -269,9 +270,11 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     assert res.returncode == 1, res.stdout + res.stderr
     newly = res.stdout.split("Newly failing")[1].split("\n\n")[0]
     assert "test_ivposition_reports_server_assigned_id" in newly
-    # each changed test re-run 3 times on each side, the breakage every time
-    changed = [ln for ln in newly.splitlines() if "  [" in ln]
-    assert changed and all(ln.endswith(" (reproduced 3/3)") for ln in changed), newly
+    # each changed test re-run 3 times on each side, the breakage every time; an entry is
+    # its test id's line and what the 72 columns of the mail-ready report wrapped
+    entries = [" ".join(e.split()) for e in re.split(r"\n(?=  \S)", newly) if "  [" in e
+               or "\n      [" in e]
+    assert entries and all("] (reproduced 3/3)" in e for e in entries), newly
     assert "REGRESSED" in res.stdout
     assert repo_state(repo) == before
     assert_clone_reset(work)

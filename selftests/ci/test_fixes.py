@@ -124,7 +124,7 @@ def test_a_claimed_fix_the_binary_lacks_fails_the_test(tmp_path: Path) -> None:
     binary = _reference("reference")
     test = known_bugs.get("version-unchecked").tests[0]
     res = _pytest(test, f"--qemu={binary}", "--known-bugs-fixed=version-unchecked",
-                  f"--keep-artifacts={tmp_path}")
+                  f"--artifacts-dir={tmp_path}")
     assert res.returncode == 1, res.stdout[-3000:]
     assert "1 failed" in res.stdout and "xfail" not in res.stdout.split("=====")[-1], \
         res.stdout[-3000:]
@@ -139,10 +139,10 @@ def test_every_known_bug_test_passes_on_reference_fixes(tmp_path: Path) -> None:
     info = json.loads((binary.parent / "BUILDINFO.json").read_text())
     assert info["fixes"]["bugs"] == [b.id for b in _with_fix()]
     tests = [t for b in _with_fix() for t in b.tests]
-    listing = _pytest("--known-bugs", f"--qemu={binary}")
+    listing = _pytest("--list-known-bugs", f"--qemu={binary}")
     assert listing.stdout.count("fixed in this build") == \
         sum(1 for b in _with_fix() if b.needs is None), listing.stdout
-    res = _pytest(*tests, f"--qemu={binary}", f"--keep-artifacts={tmp_path}", "-rA")
+    res = _pytest(*tests, f"--qemu={binary}", f"--artifacts-dir={tmp_path}", "-rA")
     assert res.returncode == 0, res.stdout[-4000:]
     passed = {ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("PASSED ")}
     # without ASan, the ASan-only bug's far-out-of-range vector is judged nowhere (a skip)

@@ -37,7 +37,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip("no qemu-system-arm on PATH to stand in as a build (ci/install-deps)")
     cache = tmp_path / "cache"
     monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(cache))
-    monkeypatch.setenv("IVF_FLIP_DIR", str(tmp_path / "flips"))
+    monkeypatch.setenv("IVSHMEM_TEST_FLIP_DIR", str(tmp_path / "flips"))
     (tmp_path / "flips").mkdir()
     tools_marker(cache).parent.mkdir(parents=True)
     tools_marker(cache).touch()

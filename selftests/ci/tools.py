@@ -34,7 +34,7 @@ VALIDATE = REPO / "ci" / "validate-patch"
 BUILD_QEMU = REPO / "ci" / "build-qemu"
 SOAK = REPO / "ci" / "soak"
 GATE = Path(__file__).resolve().with_name("compile_gate.py")
-MARKER_VAR = "IVF_CI_SELFTEST_MARKER"
+MARKER_VAR = "IVSHMEM_TEST_CI_MARKER"
 History = dict[str, Any]  # the synthetic history: repo, commit ids, work clone path
 TOOL_TIMEOUT = 3000.0  # a whole bisect on a loaded machine (x scale)
 EVENT_TIMEOUT = 900.0  # until a progress event of a tool (x scale)
@@ -210,9 +210,9 @@ class Events:
     def env(self, gate: Path | None = None) -> dict[str, str]:
         """For the tool: where to announce; with *gate*, compiles go through
         compile_gate.py (held while the file *gate* exists) and miss ccache."""
-        env = {"IVF_CI_READY_SOCKET": str(self.path)}
+        env = {"IVSHMEM_TEST_READY_SOCKET": str(self.path)}
         if gate is not None:
-            env.update(CCACHE_PREFIX=str(GATE), CCACHE_RECACHE="1", IVF_CI_GATE=str(gate))
+            env.update(CCACHE_PREFIX=str(GATE), CCACHE_RECACHE="1", IVSHMEM_TEST_CI_GATE=str(gate))
         return env
 
     def wait(self, tool: Tool, pattern: str | None = None, kind: str | None = None,

@@ -32,7 +32,7 @@ from ivflat import reaper, timeouts
 from ivflat.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
-MARKER_VAR = "IVF_CLEANUP_MARKER"  # in the environment of everything an inner run starts
+MARKER_VAR = "IVSHMEM_TEST_CLEANUP_MARKER"  # in the environment of everything an inner run starts
 
 INNER = '''
 import os
@@ -42,7 +42,7 @@ import pytest
 from ivflat import timeouts
 
 def _started(vm, host_peer):
-    os.write(int(os.environ["IVF_STARTED_FD"]), b"up")
+    os.write(int(os.environ["IVSHMEM_TEST_STARTED_FD"]), b"up")
 
 def test_passes(vm, dev, host_peer):
     _started(vm, host_peer)
@@ -68,8 +68,8 @@ def slow_teardown():
     the outer test has sent more signals, then starts a child and records its ignored
     signals. A later signal that raised in here would leave no record."""
     yield
-    os.write(int(os.environ["IVF_STARTED_FD"]), b"td")
-    go = int(os.environ["IVF_GO_FD"])
+    os.write(int(os.environ["IVSHMEM_TEST_STARTED_FD"]), b"td")
+    go = int(os.environ["IVSHMEM_TEST_GO_FD"])
     select.select([go], [], [], timeouts.scaled(None, timeouts.START))
     child = subprocess.Popen(["tail", "-f", "/dev/null"])
     try:
@@ -78,7 +78,7 @@ def slow_teardown():
     finally:
         child.kill()
         child.wait()
-    with open(os.environ["IVF_ORDER_FILE"], "w") as f:
+    with open(os.environ["IVSHMEM_TEST_ORDER_FILE"], "w") as f:
         f.write(sigign)
 
 def test_signals_in_teardown(vm, host_peer, slow_teardown):
@@ -89,7 +89,7 @@ def test_records_teardown_order(vm, ivshmem_server):
     def logged(obj, method, tag):
         orig = getattr(obj, method)
         def wrapper(*args, **kw):
-            with open(os.environ["IVF_ORDER_FILE"], "a") as f:
+            with open(os.environ["IVSHMEM_TEST_ORDER_FILE"], "a") as f:
                 f.write(tag + "\\n")
             return orig(*args, **kw)
         setattr(obj, method, wrapper)
@@ -187,18 +187,19 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
     (tmp_path / "test_inner.py").write_text(INNER)
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "IVF_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "IVSHMEM_TEST_"))}
     # a private, short TMPDIR (UNIX socket paths must stay < 108 bytes): whatever the inner
     # run leaves there is its own, even with other xdist workers busy in /tmp
     private_tmp = private_tmp or Path(tempfile.mkdtemp(prefix="ivfc-"))
-    env.update({MARKER_VAR: marker}, IVF_STARTED_FD=str(ready_w), IVF_GO_FD=str(go_r),
+    env.update({MARKER_VAR: marker}, IVSHMEM_TEST_STARTED_FD=str(ready_w),
+               IVSHMEM_TEST_GO_FD=str(go_r),
                TMPDIR=str(private_tmp), **(extra_env or {}),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
            "-p", "ivflat.plugin", f"--rootdir={tmp_path}", "-c", str(REPO / "pyproject.toml"),
            f"--qemu={qemu}",
-           f"--keep-artifacts={tmp_path / 'art'}", f"--ivshmem-server={backend}",
+           f"--artifacts-dir={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
     if nohup:
         cmd.insert(0, "nohup")
@@ -301,7 +302,7 @@ def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu,
     record = tmp_path / "sigign.txt"
     inner = _run_inner(tmp_path, "test_signals_in_teardown", wired_qemu, send=signal.SIGTERM,
                        in_teardown=(signal.SIGHUP, signal.SIGINT, signal.SIGTERM),
-                       nohup=nohup, extra_env={"IVF_ORDER_FILE": str(record)})
+                       nohup=nohup, extra_env={"IVSHMEM_TEST_ORDER_FILE": str(record)})
     _cleanup_tmp(inner)
     assert inner.rc == 2, inner.out
     assert record.exists(), f"the finalizer was cut short:\n{inner.out}"
@@ -371,7 +372,7 @@ def test_qemu_stops_before_its_server(tmp_path, wired_qemu):
     judged)."""
     order = tmp_path / "order.txt"
     inner = _run_inner(tmp_path, "test_records_teardown_order", wired_qemu,
-                       extra_env={"IVF_ORDER_FILE": str(order)})
+                       extra_env={"IVSHMEM_TEST_ORDER_FILE": str(order)})
     _cleanup_tmp(inner)
     assert inner.rc == 0, inner.out
     assert order.read_text().split() == ["qemu", "server"]

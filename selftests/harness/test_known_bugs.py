@@ -93,7 +93,7 @@ def test_status_on_kinds_of_binary():
 
 def test_known_bugs_option_lists_and_exits(tmp_path: Path):
     """``pytest --known-bugs`` prints each bug with a status and runs no test."""
-    res = _pytest("--known-bugs", "qtests/")
+    res = _pytest("--list-known-bugs", "qtests/")
     assert res.returncode == 0, res.stdout + res.stderr
     for bug in known_bugs.BUGS:
         assert f"{bug.id}: " in res.stdout

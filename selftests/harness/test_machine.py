@@ -168,7 +168,7 @@ def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired
     shm_before = set(os.listdir("/dev/shm"))
     limit = timeouts.scaled(None, timeouts.CONSOLE)
     child = pexpect.spawn("sh", [str(script)], timeout=limit,
-                          env={**os.environ, "IVF_REPRO_SECONDS": str(int(limit) * 2)})
+                          env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
     try:
         child.expect("READY")  # hello booted (its lines interleave with trace lines)
     finally:  # the script's trap cleans up once QEMU (maybe stopped) has gone
@@ -196,7 +196,7 @@ def test_cpu_path_reproducer_types_the_console_requests(dev, tmp_path):
         requests
     limit = timeouts.scaled(None, timeouts.CONSOLE)
     child = pexpect.spawn("sh", [str(script)], timeout=limit,
-                          env={**os.environ, "IVF_REPRO_SECONDS": str(int(limit) * 2)})
+                          env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
     try:
         child.expect(r"ivshmem_flat_interrupt_peer Interrupting peer ID \d+, vector 0")
         # the last reply's end (trace lines on the same terminal can split its start off)

@@ -1,0 +1,100 @@
+"""``--help`` of every ci/ command: safe, named ``ci/x``, every option documented, exit codes.
+
+Issue 21: ``ci/setup --help`` used to install packages and build QEMU. Each command runs
+here with a fresh, empty ``$IVSHMEM_SUITE_CACHE`` (and HOME) that must stay empty, and with
+tripwires first on PATH for the programs that install or build (apt-get, sudo, make,
+ninja...): they record being run and fail, so a --help that starts working is caught
+whatever the machine lets it do. Not slow: nothing is built.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ivflat.ci.mutants import MUTANTS
+from ivflat.paths import REPO
+from ivflat.timeouts import scaled
+
+CI = REPO / "ci"
+COMMANDS = sorted(p.name for p in CI.iterdir()
+                  if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith("_"))
+TRIPWIRES = ("apt-get", "apt-cache", "sudo", "dpkg-query", "tee", "make", "ninja", "meson",
+             "git", "gcc", "arm-none-eabi-gcc", "pip", "stress-ng")
+EXIT_ROW = re.compile(r"^  (\d+|\*)\s+\S")
+
+
+def undocumented(text: str) -> list[str]:
+    """Option entries of an argparse-style help with no help text."""
+    lines = text.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln in ("positional arguments:", "options:")]
+    bad = []
+    for i in range(starts[0] if starts else len(lines), len(lines)):
+        ln = lines[i]
+        if ln == "Exit status:":
+            break
+        if not ln.startswith("  ") or ln.startswith("   "):
+            continue
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if "  " not in ln.strip() and not nxt.startswith("   "):
+            bad.append(ln.strip())
+    return bad
+
+
+def docstring_head(script: Path) -> str | None:
+    """The first line of a Python script's docstring (None for a shell script)."""
+    text = script.read_text()
+    if not text.startswith("#!/usr/bin/env python3"):
+        return None
+    doc = ast.get_docstring(ast.parse(text))
+    return doc.splitlines()[0] if doc else None
+
+
+def test_every_command_is_covered() -> None:
+    assert {"setup", "install-deps", "build-qemu", "bisect", "validate-patch", "fuzz",
+            "mutants"} <= set(COMMANDS), COMMANDS
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help(name: str, tmp_path: Path) -> None:
+    cache, home, trip = tmp_path / "cache", tmp_path / "home", tmp_path / "bin"
+    for d in (cache, home, trip):
+        d.mkdir()
+    ran = tmp_path / "ran"
+    for prog in TRIPWIRES:
+        (trip / prog).write_text(f"#!/bin/sh\necho {prog} \"$@\" >>{ran}\nexit 1\n")
+        (trip / prog).chmod(0o755)
+    env = {**os.environ, "IVSHMEM_SUITE_CACHE": str(cache), "HOME": str(home),
+           "XDG_CACHE_HOME": str(home / ".cache"),
+           "PATH": f"{trip}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run([str(CI / name), "--help"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=scaled(60))
+    assert res.returncode == 0, res.stderr
+    assert not ran.exists(), f"--help ran: {ran.read_text()}"
+    assert not list(cache.iterdir()) and not list(home.iterdir()), \
+        f"--help wrote {list(cache.iterdir())} {list(home.iterdir())}"
+    assert res.stderr == ""
+    text = res.stdout
+    assert text.startswith(f"usage: ci/{name} "), text[:200]
+    assert not undocumented(text), f"options without help: {undocumented(text)}"
+    rows = text.split("\nExit status:\n", 1)[-1].splitlines() if "\nExit status:\n" in text \
+        else []
+    codes = [m.group(1) for r in rows if (m := EXIT_ROW.match(r))]
+    assert "0" in codes, f"no exit status table:\n{text}"
+    head = docstring_head(CI / name)
+    if head is not None:  # its own docstring, not its library module's
+        assert " ".join(head.split()) in " ".join(text.split()), head
+
+
+@pytest.mark.parametrize("name", ["mutants", "anchor"])
+def test_only_lists_the_mutants(name: str) -> None:
+    res = subprocess.run([str(CI / name), "--help"], capture_output=True, text=True,
+                         check=True, timeout=scaled(60))
+    missing = [m[0] for m in MUTANTS if m[0] not in res.stdout]
+    assert not missing, missing

@@ -1,0 +1,84 @@
+"""Which binary a run judges when the user names one (issue 21, item 2).
+
+``--qemu``, then ``$QEMU``, then QEMU's own ``$QTEST_QEMU_BINARY`` and
+``$QEMU_TEST_QEMU_BINARY``; ``~`` expanded in every one, also in ``--qemu=~/x``, where bash
+leaves it alone (the README's own commands failed with "no such file"). Judged by
+:func:`named_qemu` for the order, and by real inner pytest runs and a real ci/ command for
+the expansion.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ivflat import timeouts
+from ivflat.paths import REPO, reference_tool
+from ivflat.under_test import QEMU_ENV, named_qemu
+
+TESTS = """
+import pytest
+
+@pytest.mark.needs_device
+def test_device(dev):
+    assert dev.ivposition >= 0
+"""
+
+
+@pytest.mark.parametrize("first", ["--qemu", *QEMU_ENV])
+def test_first_named_wins(monkeypatch: pytest.MonkeyPatch, first: str) -> None:
+    """Each source set together with every later one: the earliest wins."""
+    order = ["--qemu", "QEMU", "QTEST_QEMU_BINARY", "QEMU_TEST_QEMU_BINARY"]
+    assert list(QEMU_ENV) == order[1:]
+    for var in QEMU_ENV:
+        monkeypatch.delenv(var, raising=False)
+    for name in order[order.index(first):]:
+        if name != "--qemu":
+            monkeypatch.setenv(name, f"/from/{name}")
+    option = "/from/--qemu" if first == "--qemu" else None
+    assert named_qemu(option) == Path(f"/from/{first}")
+
+
+@pytest.mark.parametrize("name", ["--qemu", "QEMU_TEST_QEMU_BINARY"])
+def test_tilde_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in QEMU_ENV:
+        monkeypatch.delenv(var, raising=False)
+    if name != "--qemu":
+        monkeypatch.setenv(name, "~/q")
+    assert named_qemu("~/q" if name == "--qemu" else None) == tmp_path / "q"
+
+
+@pytest.mark.parametrize("how", ["--qemu=~", "QEMU_TEST_QEMU_BINARY"])
+def test_run_on_a_binary_named_with_tilde(plugin_pytester: pytest.Pytester,
+                                          monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A real run: ``--qemu=~/bin/qemu-system-arm`` (pytester's HOME) runs the device test.
+    An empty cache: no reference build to fall back on unnoticed."""
+    binary = reference_tool("qemu-system-arm")
+    if binary is None:
+        pytest.skip("no reference build (ci/build-qemu)")
+    home = Path(os.environ["HOME"])  # pytester's own
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(home / "empty-cache"))
+    (home / "bin").mkdir()
+    (home / "bin" / "qemu-system-arm").symlink_to(binary)
+    args = []
+    if how == "--qemu=~":
+        args.append("--qemu=~/bin/qemu-system-arm")
+    else:
+        monkeypatch.setenv(how, "~/bin/qemu-system-arm")
+    plugin_pytester.makepyfile(TESTS)
+    res = plugin_pytester.runpytest_subprocess("-p", "no:cacheprovider", *args,
+                                               timeout=timeouts.scaled(base=timeouts.START))
+    res.assert_outcomes(passed=1)
+
+
+def test_ci_path_option_expands_tilde(tmp_path: Path) -> None:
+    """A ci/ command's path option: ci/fuzz names the expanded path it could not use."""
+    env = {**os.environ, "HOME": str(tmp_path), "IVSHMEM_SUITE_CACHE": str(tmp_path / "c")}
+    res = subprocess.run([str(REPO / "ci" / "fuzz"), "--minutes", "1", "--qemu=~/nope"],
+                         capture_output=True, text=True, env=env, timeout=timeouts.scaled(60))
+    assert res.returncode == 4, res.stderr
+    assert f"{tmp_path}/nope does not exist" in res.stderr
