@@ -92,12 +92,17 @@ def test_sweep_knows_the_previous_release_tag() -> None:
     recognised as that run's."""
     assert reaper.OWNER_VAR == "IVSHMEM_OWNER"
     token = "1.2"  # pid 1's tag shape; the process is not swept, only read
-    with subprocess.Popen(["cat"], stdin=subprocess.PIPE,
+    with subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           env={**os.environ, "IVFLAT_OWNER": token}) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
         try:
+            # cat echoes a line only once it runs: until exec, /proc/<pid>/environ is still
+            # ours (a read right after the fork saw no tag)
+            proc.stdin.write(b"ready\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"ready\n"
             assert reaper._environ_owner(str(proc.pid)) == token
         finally:
-            assert proc.stdin is not None
             proc.stdin.close()
 
 
