@@ -17,7 +17,7 @@ import pytest
 from ivflat import known_bugs
 from ivflat.ci import bugreports
 from ivflat.paths import cache_dir
-from ivflat.timeouts import scaled
+from ivflat.timeouts import ASAN_SCALE, scaled
 
 SECONDS = scaled(3.0)  # how long QEMU runs in a reproducer (a hang is judged at its end)
 
@@ -34,6 +34,11 @@ def _build_for(bug: known_bugs.KnownBug, fixed: bool) -> Path:
     """The reference build the bug's reproducer needs (an ASan one for an ASan-only bug)."""
     asan = bug.needs == known_bugs.ASAN
     return _binary("reference" + "-sanitize" * asan + "-fixes" * fixed)
+
+
+def _seconds(bug: known_bugs.KnownBug) -> float:
+    """How long QEMU runs: an ASan build starts and runs ~3x slower."""
+    return SECONDS * (ASAN_SCALE if bug.needs == known_bugs.ASAN else 1.0)
 
 
 def test_committed_reports_are_what_the_registry_generates() -> None:
@@ -57,12 +62,12 @@ def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize("bug", known_bugs.BUGS, ids=lambda b: b.id)
 def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug) -> None:
-    rc, out = bugreports.run(bug, _build_for(bug, fixed=False), SECONDS)
+    rc, out = bugreports.run(bug, _build_for(bug, fixed=False), _seconds(bug))
     assert (rc, bugreports.verdict(out)[:4]) == (1, "BUG:"), out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bug", [b for b in known_bugs.BUGS if b.fix], ids=lambda b: b.id)
 def test_reproducer_sees_no_bug_with_the_fix(bug: known_bugs.KnownBug) -> None:
-    rc, out = bugreports.run(bug, _build_for(bug, fixed=True), SECONDS)
+    rc, out = bugreports.run(bug, _build_for(bug, fixed=True), _seconds(bug))
     assert (rc, bugreports.verdict(out)[:3]) == (0, "OK:"), out
