@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from ivflat.ci import fixes
 from ivflat.paths import cache_dir
 
-from .tools import scaled
+from .tools import git, scaled
 
 
 def _checkpatch() -> Path:
@@ -52,3 +53,30 @@ def test_fix_is_checkpatch_clean_and_unsigned(patch: Path) -> None:
     errors = [ln for ln in signed.stdout.splitlines() if ln.startswith("ERROR")]
     assert errors == ["ERROR: Missing Signed-off-by: line(s)"], \
         f"{patch.name} must carry no Signed-off-by (the sender adds one): {errors}"
+
+
+def test_series_applies_to_its_base_commit_on_master(tmp_path: Path) -> None:
+    """QEMU takes a series against master: the cover letter names its base-commit, and every
+    patch applies there exactly, in order, with each ``index`` line naming the blob it
+    changes (what ``git am --3way`` needs). Checked in a shared clone of
+    $IVSHMEM_QEMU_GIT without a checkout (an index only), so the mirror stays untouched.
+    The reference tree gets the same patches by git apply (test_fixes, reference-fixes)."""
+    qemu = os.environ.get("IVSHMEM_QEMU_GIT", "")
+    if not qemu:
+        pytest.skip("no upstream QEMU git tree: set IVSHMEM_QEMU_GIT")
+    cover = (fixes.FIXES_DIR / "0000-cover-letter.patch").read_text()
+    bases = re.findall(r"^base-commit: ([0-9a-f]{40})$", cover, re.M)
+    assert len(bases) == 1, "the cover letter must name one base-commit (format-patch --base)"
+    clone = tmp_path / "q"
+    git(tmp_path, "clone", "-q", "--shared", "--no-checkout", qemu, str(clone))
+    git(clone, "read-tree", bases[0])
+    for patch in PATCHES:
+        for path, pre in re.findall(r"^diff --git a/(\S+) .*\nindex ([0-9a-f]+)\.\.",
+                                    patch.read_text(), re.M):
+            blob = git(clone, "rev-parse", f":{path}")
+            assert blob.startswith(pre), f"{patch.name}: index {pre} is not {path} here " \
+                f"({blob[:10]}): regenerate the series on {bases[0][:10]}"
+        res = subprocess.run(["git", "-C", str(clone), "apply", "--cached", str(patch)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"{patch.name} does not apply on {bases[0][:10]}: " \
+            f"{res.stderr}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import wiring
+from ivflat.ci import fixes, wiring
 from ivflat.ci.bisect import step_command, unfinished
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import ABORT, InternalError
@@ -261,6 +261,32 @@ def test_wiring_variants_first_that_applies(tmp_path: Path) -> None:
     with pytest.raises(wiring.Skip, match=wiring.NOT_APPLY) as exc:
         wiring.choose(plain, variants)
     assert "00-other-line.patch" in str(exc.value)
+
+
+def test_wiring_variant_needing_least_fuzz_wins(tmp_path: Path) -> None:
+    """On a tree where every variant needs fuzz (the device code moved: here the reference
+    plus the fix series, as master plus the series), the variant that fits best wins, not
+    the first in name order: --with-fixes on master once got 10.0.patch, fuzzed into
+    master's mps2.c, instead of 20-master.patch."""
+    tree = wiring_files(tmp_path / "tree")
+    for fix in sorted(fixes.FIXES_DIR.glob("0*.patch")):
+        if "cover-letter" not in fix.name:
+            subprocess.run(["git", "apply", "--include=hw/misc/ivshmem-flat.c", str(fix)],
+                           cwd=tree, check=True, capture_output=True,
+                           env={**os.environ, "GIT_DIR": str(tmp_path / "none")})
+    variants = tmp_path / "variants"
+    variants.mkdir()
+    good = wiring.PATCH_DIR / "10.0.patch"
+    shutil.copy(good, variants / "10.0.patch")
+    # an older line's variant: the same change, but mps2.c's context fits only with fuzz
+    worse = good.read_text().replace(' #include "hw/qdev-clock.h"\n',
+                                     ' #include "hw/qdev-clock-old.h"\n')
+    assert worse != good.read_text()
+    (variants / "00-older-line.patch").write_text(worse)
+    for v in variants.iterdir():
+        assert subprocess.run(["patch", "-p1", "-s", "--dry-run", "-F0", "-i", str(v)],
+                              cwd=tree, capture_output=True).returncode != 0, v.name
+    assert wiring.choose(tree, variants) == variants / "10.0.patch"
 
 
 def test_build_qemu_skips_a_tree_no_variant_fits(cache: Path, tmp_path: Path) -> None:

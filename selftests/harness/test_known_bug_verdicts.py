@@ -221,11 +221,46 @@ def test_asan_signature_refuses_other_reports(change):
                       text, count=3)
         text = text.replace("#4 0x55d0c2c1c8e1 in access_with_adjusted_size",
                             "#4 0x55d0c2c1c8e1 in ivshmem_flat_interrupt_peer")
-    elif change == "ubsan first":
-        text = "../hw/misc/ivshmem-flat.c:358:5: runtime error: index 64 out of bounds\n" + text
+    elif change == "ubsan first":  # a UBSan report the signature does not name
+        text = ("../hw/misc/ivshmem-flat.c:358:5: runtime error: signed integer overflow\n"
+                + text)
     else:
         text = "\n".join(ln for ln in text.splitlines() if " in " not in ln)
     assert not crash_matches(DOORBELL, 1, text.splitlines())
+
+
+# What ci/build-qemu --sanitize (ASan + UBSan) printed first for the two crash bugs on
+# 10.0.13: UBSan's report, before ASan's SEGV (ci/validate-patch --sanitize, Dec 2026).
+UBSAN_REPORTS = {
+    "doorbell-vector-unchecked": """\
+../hw/misc/ivshmem-flat.c:358:38: runtime error: index 64 out of bounds for type 'VectorInfo [64]'
+    #0 0x55c42fee7edf in ivshmem_flat_interrupt_peer ../hw/misc/ivshmem-flat.c:358
+    #1 0x55c42fee7edf in ivshmem_flat_iomem_write ../hw/misc/ivshmem-flat.c:381
+    #2 0x55c430fee162 in memory_region_write_accessor ../system/memory.c:497
+""",
+    "disconnect-own-id": """\
+../hw/misc/ivshmem-flat.c:224:5: runtime error: member access within null pointer of type \
+'struct QTailQLink'
+    #0 0x56237adebb9b in ivshmem_flat_remove_peer ../hw/misc/ivshmem-flat.c:224
+    #1 0x56237adebb9b in ivshmem_flat_process_msg ../hw/misc/ivshmem-flat.c:284
+    #2 0x56237adebb9b in ivshmem_flat_read_msg ../hw/misc/ivshmem-flat.c:313
+""",
+}
+
+
+@pytest.mark.parametrize("bug_id", sorted(UBSAN_REPORTS))
+def test_ubsan_report_first_matches_its_signature(bug_id):
+    """The sanitizer build reports these bugs through UBSan first: the bug's own UBSan
+    kind with its function on top is the symptom; the other bug's report, or the same
+    report with the device deep in the stack, is not."""
+    sig = known_bugs.get(bug_id).crash
+    assert sig is not None
+    lines = UBSAN_REPORTS[bug_id].splitlines()
+    assert crash_matches(sig, 1, ["qemu: an earlier line", *lines])
+    other = next(v for k, v in UBSAN_REPORTS.items() if k != bug_id)
+    assert not crash_matches(sig, 1, other.splitlines())
+    deep = [re.sub(r"in ivshmem_flat_\w+", "in some_function", ln) for ln in lines]
+    assert not crash_matches(sig, 1, deep)
 
 
 def test_signal_signature_without_a_sanitizer():

@@ -1,0 +1,73 @@
+"""The stand-alone bug reports (ci/bug-reports, ci/patches/reports/) and their reproducers.
+
+Why: a report is only worth sending if it says what the registry says (no drift: the
+committed files are what the generator makes of the registry now) and if its reproducer,
+run as a maintainer would run it, shows the bug on a wired tree. Each reproducer judges
+itself (``BUG:`` exit 1, ``OK:`` exit 0), so it is run on the reference build, where the
+bug must show, and, marked slow, on ``reference-fixes``, where it must not: a check that
+cannot fail would say BUG on both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivflat import known_bugs
+from ivflat.ci import bugreports
+from ivflat.paths import cache_dir
+from ivflat.timeouts import ASAN_SCALE, scaled
+
+SECONDS = scaled(3.0)  # how long QEMU runs in a reproducer (a hang is judged at its end)
+
+
+def _binary(name: str) -> Path:
+    binary = cache_dir() / name / "qemu-system-arm"
+    if not binary.exists():
+        flags = " --sanitize" * ("sanitize" in name) + " --with-fixes" * ("fixes" in name)
+        pytest.skip(f"no {name} build (ci/build-qemu{flags})")
+    return binary
+
+
+def _build_for(bug: known_bugs.KnownBug, fixed: bool) -> Path:
+    """The reference build the bug's reproducer needs (an ASan one for an ASan-only bug)."""
+    asan = bug.needs == known_bugs.ASAN
+    return _binary("reference" + "-sanitize" * asan + "-fixes" * fixed)
+
+
+def _seconds(bug: known_bugs.KnownBug) -> float:
+    """How long QEMU runs: an ASan build starts and runs ~3x slower."""
+    return SECONDS * (ASAN_SCALE if bug.needs == known_bugs.ASAN else 1.0)
+
+
+def test_committed_reports_are_what_the_registry_generates() -> None:
+    stale = bugreports.drift()
+    assert stale == [], f"stale reports {stale}: run ci/bug-reports and commit the result"
+
+
+def test_every_registered_bug_has_one_report() -> None:
+    assert set(bugreports.generate()) == {f"{b.id}.md" for b in known_bugs.BUGS}
+    assert set(bugreports.REPROS) == set(known_bugs.BY_ID)
+
+
+def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drift check sees a changed registry title (the generator reads the registry)."""
+    bug = known_bugs.BUGS[0]
+    changed = known_bugs.KnownBug(bug.id, bug.title + " (reworded)", bug.tests, bug.needs,
+                                  bug.fix, bug.upstream, bug.crash)
+    monkeypatch.setattr(known_bugs, "BUGS", (changed, *known_bugs.BUGS[1:]))
+    assert bugreports.drift() == [f"{bug.id}.md"]
+
+
+@pytest.mark.parametrize("bug", known_bugs.BUGS, ids=lambda b: b.id)
+def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug) -> None:
+    rc, out = bugreports.run(bug, _build_for(bug, fixed=False), _seconds(bug))
+    assert (rc, bugreports.verdict(out)[:4]) == (1, "BUG:"), out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", [b for b in known_bugs.BUGS if b.fix], ids=lambda b: b.id)
+def test_reproducer_sees_no_bug_with_the_fix(bug: known_bugs.KnownBug) -> None:
+    rc, out = bugreports.run(bug, _build_for(bug, fixed=True), _seconds(bug))
+    assert (rc, bugreports.verdict(out)[:3]) == (0, "OK:"), out
