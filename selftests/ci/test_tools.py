@@ -155,6 +155,27 @@ def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
     with pytest.raises(InternalError, match="no step recorded why"):
         unfinished([], run.stdout + run.stderr)
 
+def test_build_qemu_as_a_bisect_run_command_stops_on_no_verdict(tmp_path: Path) -> None:
+    """`git bisect run ci/build-qemu --bisect-run ...`: a failure that says nothing of the
+    commit (here bad usage, exit 2 without the option) stops the bisect with 128, where
+    git would take 2 as "bad" and name a wrong first bad commit."""
+    src = fake_qemu_repo(tmp_path / "qemu")
+    (src / "configure").write_text("# three\n")
+    git(src, "commit", "-q", "-a", "-m", "three")
+    assert tool(str(BUILD_QEMU), "--rev", "HEAD").returncode == 2
+    assert tool(str(BUILD_QEMU), "--bisect-run", "--rev", "HEAD").returncode == ABORT
+    git(src, "bisect", "start", "HEAD", "HEAD~2")
+    try:
+        run = subprocess.run(["git", "-C", str(src), "bisect", "run", sys.executable,
+                              str(BUILD_QEMU), "--bisect-run", "--rev", "HEAD"],
+                             capture_output=True, text=True, timeout=scaled(300),
+                             stdin=subprocess.DEVNULL)
+    finally:
+        git(src, "bisect", "reset")
+    assert "is the first bad commit" not in run.stdout, run.stdout
+    assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("cmd", ["bisect", "validate-patch"])
 def test_tool_internal_error_is_exit_3(cache: Path, tmp_path: Path, cmd: str) -> None:
     """An OSError in the tool itself (the runs directory is a file) is exit 3 with a loud
