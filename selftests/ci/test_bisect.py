@@ -81,6 +81,10 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
     assert "build failed" in unbuildable["reason"], unbuildable
     assert steps[history["base"]]["verdict"] == "good"
     assert steps[history["tip"]]["verdict"] == "bad"
+    # BAD is checked in full: what fails there is an assert on the register's value, not
+    # a fixture that waited for vectors under the id IVPOSITION reports (then an error)
+    failed = steps[history["tip"]]["failed"]
+    assert failed and all("  (assert " in f for f in failed), failed
     # the first build (BAD's) took the subprojects git lacks from the user's checkout
     log = (run_dir / "steps" / history["tip"][:12] / "build.log").read_text()
     for name in NEEDED:
