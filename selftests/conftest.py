@@ -27,6 +27,32 @@ from ivflat.paths import REPO, cache_dir
 from ivflat.under_test import QEMU_ENV
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
+# Self-tests that must run one at a time (those taking the synthetic history's lock,
+# selftests/ci/conftest.py) form an xdist group: under --dist loadgroup, which hands out
+# the largest unit first, one worker runs them back to back from the start while the
+# other runs everything else, instead of both workers blocking on the lock in turn.
+_LOADGROUP = "ivflat_loadgroup"  # in workerinput: the controller schedules by group
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--dist load`` (what ``-n N`` alone means) becomes ``loadgroup`` on the controller,
+    which tells its workers (they parse the command line anew, without the change) to name
+    grouped tests as loadgroup does. The other ``--dist`` modes are left alone."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        if workerinput.get(_LOADGROUP):
+            config.option.loadgroup = True
+    elif getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """(xdist, on the controller) per worker, before it starts."""
+    workerinput = getattr(node, "workerinput", {})
+    config = getattr(node, "config", None)
+    workerinput[_LOADGROUP] = getattr(getattr(config, "option", None), "dist", "") == \
+        "loadgroup"
 
 
 @pytest.fixture(scope="session", autouse=True)

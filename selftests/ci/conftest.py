@@ -72,6 +72,7 @@ HISTORY: list[tuple[str, str, str, str, str]] = [
      "is intended for machines", "is meant for machines", "harmless"),
 ]
 DROPPED = ("keycodemapdb", "berkeley-softfloat-3", "berkeley-testfloat-3")
+HISTORY_GROUP = "selftest-history"  # the tests taking selftest_lock (xdist_group)
 RECIPE = hashlib.sha256(json.dumps([DROPPED, HISTORY]).encode()).hexdigest()[:12]
 
 
@@ -89,6 +90,16 @@ def selftest_lock(cache: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker names the grouped tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that takes the history's lock through a fixture in one xdist group
+    (selftests/conftest.py); one that takes it by name carries the mark itself."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "history" in fixtures or "one_at_a_time" in fixtures:
+            item.add_marker(pytest.mark.xdist_group(HISTORY_GROUP))
 
 
 @pytest.fixture(scope="module")

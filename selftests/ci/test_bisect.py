@@ -72,8 +72,7 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
                     "--source", str(repo), "--", *SELECT])
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"First bad commit: {history['breaks']}" in res.stdout
-    assert "test_ivposition_reports_server_assigned_id" in res.stdout.split(
-        "Failing tests at it:")[1]
+    at_it = res.stdout.split("Failing tests at it:")[1].split("\n\n")[0]
     # The unbuildable commit (the first midpoint) was skipped with the reason, not judged.
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
     steps = load_steps(run_dir)
@@ -82,6 +81,19 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
     assert "build failed" in unbuildable["reason"], unbuildable
     assert steps[history["base"]]["verdict"] == "good"
     assert steps[history["tip"]]["verdict"] == "bad"
+    # BAD is checked in full: what fails there is an assert on the register's value, not
+    # a fixture that waited for vectors under the id IVPOSITION reports (then an error)
+    failed = steps[history["tip"]]["failed"]
+    assert failed and all("  (assert " in f for f in failed), failed
+    # a step inside `git bisect run` runs BAD's failing tests first and stops at the
+    # first failure: one is enough for "bad"
+    inside = steps[history["breaks"]]
+    assert inside["verdict"] == "bad" and inside["stop_early"], inside
+    assert len(inside["failed"]) == 1, inside
+    # the report names it (one of BAD's failing tests), and says the step stopped there
+    assert at_it.split() and f"{at_it.split()[0]}  (" in "".join(failed), at_it
+    assert inside["failed"][0].split()[0] == at_it.split()[0], (inside, at_it)
+    assert "(its step stopped at the first failure: the rest were not run)" in at_it
     # the first build (BAD's) took the subprojects git lacks from the user's checkout
     log = (run_dir / "steps" / history["tip"][:12] / "build.log").read_text()
     for name in NEEDED:

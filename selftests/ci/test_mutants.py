@@ -23,7 +23,7 @@ from ivflat.ci.workclone import debian_base_repo
 from ivflat.paths import REPO, cache_dir, reference_tool
 from ivflat.timeouts import scaled
 
-from .conftest import selftest_lock
+from .conftest import HISTORY_GROUP, selftest_lock
 from .tools import BUILD_QEMU, TOOL_TIMEOUT, Events, run_tool, started_tool
 
 ORIGINAL = "static int f(void)\n{\n    return 1;\n}\n"
@@ -244,6 +244,7 @@ def test_no_copy_is_taken_of_a_mutated_tree(tmp_path: Path,
 
 @pytest.mark.slow
 @pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))
+@pytest.mark.xdist_group(HISTORY_GROUP)  # takes selftest_lock
 def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
         tmp_path: Path) -> None:
     """The issue's reproducer on the real reference: ``ci/mutants --only

@@ -170,17 +170,19 @@ def test_fix_series_files_read_as_numbered_patches_and_a_cover(tmp_path: Path) -
 @pytest.mark.usefixtures("one_at_a_time")
 def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Path) -> None:
     """The real tool on the synthetic history's base (Debian's tree): an mbox holding a cover
-    letter and the shipped fix for own-vector-opaque (self-contained: the first patch).
-    Its tests (three rings, and the ivshmem-pci comparison) turn from xfail to
-    XPASS(strict); the tool says FIXED with the id, nothing regressed, exit 0, and the
-    Markdown report says so too."""
-    bug = known_bugs.get("own-vector-opaque")
+    letter and the shipped fix for disconnect-own-id (self-contained: it applies alone).
+    Its tests (the hostile server's disconnect, and the ivshmem-pci comparison) turn from
+    xfail (a crash matched by the bug's signature) to XPASS(strict); the tool says FIXED
+    with the id, nothing regressed, exit 0, and the Markdown report says so too. (Not
+    own-vector-opaque, the first patch: its xfails wait out a pulse that never comes,
+    10 s a test on each of the four runs of the base, and prove nothing more here.)"""
+    bug = known_bugs.get("disconnect-own-id")
     assert bug.fix is not None
     mbox = tmp_path / "series.mbx"
     mbox.write_text(COVER_MAIL + (REPO / "ci/patches/fixes" / bug.fix).read_text())
     res = run_tool([sys.executable, str(VALIDATE), str(mbox), "--source", str(history["repo"]),
                     "--base", history["base"], "--report", "md", "--",
-                    "-k", "test_host_ringing_guest_vector_pulses_irq or test_ivposition "
+                    "-k", "test_disconnect_for_own_id_is_survived or test_ivposition "
                     "or test_same_as_pci"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "cover letter: [PATCH 0/1] one fix" in res.stderr
