@@ -69,10 +69,9 @@ def test_what_a_sigkill_leaves_is_swept_only_once_its_owner_is_dead(tmp_path: Pa
     _killed_after(f"""
         from pathlib import Path
         from ivflat.fuzz import FuzzConfig
-        from ivflat.fuzz.stateful import IvflatFuzz
-        IvflatFuzz.config = FuzzConfig(binary=Path("/bin/true"),
-                                       workdir=Path({str(cache / "fuzz-work")!r}))
-        IvflatFuzz()
+        from ivflat.fuzz.standby import example_dir
+        example_dir(FuzzConfig(binary=Path("/bin/true"),
+                               workdir=Path({str(cache / "fuzz-work")!r})))
         print("ready", flush=True)
         sys.stdin.read()
         """, env)
