@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,23 @@ def test_line_says_time_progress_and_log(tmp_path: Path) -> None:
                         f"log: {log}")
 
 
-def test_ticks_every_interval_until_the_block_ends(tmp_path: Path) -> None:
-    """A real ticker thread at a short interval: lines come while the block runs and
-    stop with it."""
+def _collect(n: int) -> tuple[list[str], threading.Event, Callable[[str], None]]:
+    """A ticker's output: the lines, an event set once *n* have come, the out function."""
     lines: list[str] = []
-    three = threading.Event()
+    enough = threading.Event()
 
     def out(line: str) -> None:
         lines.append(line)
-        if len(lines) >= 3:
-            three.set()
+        if len(lines) >= n:
+            enough.set()
 
+    return lines, enough, out
+
+
+def test_ticks_every_interval_until_the_block_ends(tmp_path: Path) -> None:
+    """A real ticker thread at a short interval: lines come while the block runs and
+    stop with it."""
+    lines, three, out = _collect(3)
     with progress.ticking("testing", [tmp_path / "pytest.log"], every=0.01, out=out):
         assert three.wait(scaled(30)), f"only {lines} in {scaled(30)}s"
     seen = len(lines)
@@ -86,15 +93,9 @@ def test_ticks_every_interval_until_the_block_ends(tmp_path: Path) -> None:
 
 
 def test_a_nested_ticker_is_silent(tmp_path: Path) -> None:
-    outer: list[str] = []
+    """A build's ticker inside bisect's own says nothing: one progress line at a time."""
     inner: list[str] = []
-    two = threading.Event()
-
-    def out(line: str) -> None:
-        outer.append(line)
-        if len(outer) >= 2:
-            two.set()
-
+    _outer, two, out = _collect(2)
     with progress.ticking("ci/bisect", [], every=0.01, out=out), \
             progress.ticking("building", [], every=0.01, out=inner.append):
         assert two.wait(scaled(30))
