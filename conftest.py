@@ -2,7 +2,7 @@
 
 Why: ``pip install -e .`` records one checkout's path; with several clones (a bisect
 clone, CI's clone, a colleague's worktree) or after that checkout is gone, ``-p
-ivflat.plugin`` would import the wrong harness or none at all. Putting this checkout's
+ivflat.plugin.options`` would import the wrong harness or none at all. Putting this checkout's
 ``fixtures/`` first makes ``pytest`` here always test with the harness that sits beside
 the tests, installed or not.
 """
@@ -15,4 +15,4 @@ if _FIXTURES not in sys.path:
     sys.path.insert(0, _FIXTURES)
 
 # pytester: the self-tests run real inner pytest sessions of the plugin
-pytest_plugins = ("ivflat.plugin", "pytester")
+pytest_plugins = ("ivflat.plugin.options", "pytester")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import board
-from ivflat.wirings import Semantics, semantics
+from ivflat.device import board
+from ivflat.device.wirings import Semantics, semantics
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
 @pytest.fixture
 def wiring(qemu_caps) -> Semantics:
-    """What this binary's wiring says (ours or the upstream series'): ivflat.wirings."""
+    """What this binary's wiring says (ours or the upstream series'): ivflat.device.wirings."""
     return semantics(qemu_caps.wiring)
 
 
@@ -24,7 +24,7 @@ def test_no_chardev(launch_vm):
 
 def test_server_socket_absent(launch_vm, short_tmp):
     """A chardev path with no server listening: the chardev layer refuses to start."""
-    from ivflat.machine import DeviceConfig
+    from ivflat.qemu.machine import DeviceConfig
 
     dev = DeviceConfig(server_socket=short_tmp / "nobody.sock")
     vm = launch_vm(None, device=dev, wait_ready=False)
@@ -84,7 +84,7 @@ def test_region_wrapping_the_address_space(ivshmem_server, launch_vm, wiring, wh
 
 
 def test_server_sends_no_shm_fd(make_server, launch_vm):
-    from ivflat.faults import Fault
+    from ivflat.servers.faults import Fault
 
     server = make_server(kind="python", fault=Fault.NO_SHM_FD)
     vm = launch_vm(server, wait_ready=False)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import known_bugs
+from ivflat.device import known_bugs
+from ivflat.device.known_bugs import known_bug
 from ivflat.diffpci.pcidev import missing
 from ivflat.diffpci.run import BUG, run, table
 from ivflat.diffpci.scenarios import BY_NAME, SCENARIOS
-from ivflat.known_bugs import known_bug
-from ivflat.known_bugs_plugin import expected_fixed
+from ivflat.plugin.known_bugs import expected_fixed
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -13,11 +13,11 @@ import contextlib
 
 import pytest
 
-from ivflat.access import PATHS
-from ivflat.known_bugs import KnownBugCrash, known_bug
-from ivflat.peer import HostPeer
-from ivflat.qtest import QTestTimeout
-from ivflat.wirings import semantics
+from ivflat.device.known_bugs import KnownBugCrash, known_bug
+from ivflat.device.wirings import semantics
+from ivflat.protocol.qtest import QTestTimeout
+from ivflat.qemu.access import PATHS
+from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -183,7 +183,7 @@ def test_doorbell_vector_the_peer_lacks_is_harmless(peer_and_dev):
 
 
 def test_no_irq_path_means_no_irq_but_device_works(ivshmem_server, launch_dev, qemu_caps):
-    """Without x-irq-qompath QEMU warns (in its wiring's words: ivflat.wirings), IVPOSITION
+    """Without x-irq-qompath QEMU warns (in its wiring's words: ivflat.device.wirings), IVPOSITION
     and shm work, and a self-ring pulses nothing on any NVIC input."""
     warning = semantics(qemu_caps.wiring).no_irq_warning
     dev = launch_dev(ivshmem_server, irq_qompath=None)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
+from ivflat.device import known_bugs
 from ivflat.fuzz import SHRINK_ENV, FuzzConfig
 from ivflat.fuzz.campaign import run_batch
-from ivflat.known_bugs_plugin import expected_fixed
+from ivflat.plugin.known_bugs import expected_fixed
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -14,11 +14,11 @@ import re
 
 import pytest
 
-from ivflat import board
-from ivflat.faults import Fault
-from ivflat.known_bugs import KnownBugCrash, known_bug
-from ivflat.peer import readable
-from ivflat.wire import MAX_PEER_ID, encode
+from ivflat.device import board
+from ivflat.device.known_bugs import KnownBugCrash, known_bug
+from ivflat.protocol.ivshmem import MAX_PEER_ID, encode
+from ivflat.servers.faults import Fault
+from ivflat.servers.peer import readable
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -64,7 +64,7 @@ def test_wrong_protocol_version_is_refused(make_server, launch_vm):
 
 def _came_up(vm) -> bool:
     """Whether the machine came up (qtest answers), i.e. the device's realize succeeded."""
-    from ivflat.qtest import QTestDisconnected
+    from ivflat.protocol.qtest import QTestDisconnected
 
     try:
         vm.qtest.cmd("endianness")
@@ -126,7 +126,7 @@ def test_disconnect_for_unknown_id_is_harmless(make_server, launch_dev):
 def test_disconnect_for_own_id_is_survived(make_server, launch_vm):
     """The bad disconnect arrives right after the greeting, so QEMU may die before it even
     answers qtest: the id is fixed and the outcome judged on the process, not on qtest."""
-    from ivflat.qtest import QTestError
+    from ivflat.protocol.qtest import QTestError
 
     server = make_server(kind="python", fault=Fault.DISCONNECT_OWN_ID, ids=[3])
     vm = launch_vm(server, wait_ready=False)
@@ -177,7 +177,7 @@ def test_half_message_is_acted_on_only_when_whole(make_server, launch_dev, cut):
 
 
 # ---------------------------------------------------------------- message range
-# Rules MSG-RANGE, MSG-SHM-AGAIN, GREET-ID (ivflat.rules): ids are 0..65535; ivshmem-pci's
+# Rules MSG-RANGE, MSG-SHM-AGAIN, GREET-ID (ivflat.device.rules): ids are 0..65535; ivshmem-pci's
 # process_msg refuses anything outside -1..IVSHMEM_MAX_PEERS (0xffff) with an error and
 # closes its fd, and -1 after the greeting ("unexpected shared memory message") too.
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import board
-from ivflat.machine import QMPError
+from ivflat.device import board
+from ivflat.qemu.machine import QMPError
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

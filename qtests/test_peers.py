@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat.peer import HostPeer
+from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from ivflat import board, timeouts
+from ivflat.device import board
+from ivflat.host import timeouts
 
 DEV = "/machine/peripheral/ivshmem0"
 CORE_PROPS = {"chardev", "shmem-size"}
@@ -65,7 +66,7 @@ def test_property_values_read_back(make_server, launch_vm):
 @pytest.mark.needs_qtest
 def test_realized_properties_are_read_only(vm):
     """Setting a property of a realized device is refused with a QMP error."""
-    from ivflat.machine import QMPError
+    from ivflat.qemu.machine import QMPError
 
     with pytest.raises(QMPError, match="after it was realized"):
         vm.qom_set(DEV, "shmem-size", 4096)

@@ -1,7 +1,7 @@
 """Register block: IVPOSITION, the reserved INTMASK/INTSTATUS, write-only DOORBELL, and
 what narrower or unaligned accesses do (documented here as found in 10.0.x).
 
-Every access contract runs on both paths (``access_path``, ivflat.access): qtest
+Every access contract runs on both paths (``access_path``, ivflat.qemu.access): qtest
 (address_space_rw) and the guest CPU (TCG's MMIO path, through the access server firmware),
 because the two split unaligned accesses differently and only the second is what a guest
 does. A test that must differ between them says so (qtests/test_cpu_path.py).
@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from ivflat import board
-from ivflat.access import PATHS
-from ivflat.known_bugs import known_bug
+from ivflat.device import board
+from ivflat.device.known_bugs import known_bug
+from ivflat.qemu.access import PATHS
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 both_paths = pytest.mark.parametrize("access_path", PATHS)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from ivflat import board
+from ivflat.device import board
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -22,9 +22,9 @@ import tomllib
 
 import pytest
 
-from ivflat import reaper
-from ivflat.paths import REPO, cache_dir
-from ivflat.under_test import QEMU_ENV
+from ivflat.host import reaper
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.qemu.under_test import QEMU_ENV
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
 # Self-tests that must run one at a time (those taking the synthetic history's lock,
@@ -79,7 +79,7 @@ def plugin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                      f"timeout = {opts['timeout']}\n"
                      "markers =\n" + "".join(f"    {m}\n" for m in opts["markers"]))
     pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(REPO / 'fixtures')!r})\n"
-                          "pytest_plugins = ('ivflat.plugin',)\n")
+                          "pytest_plugins = ('ivflat.plugin.options',)\n")
     monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(SUITE_CACHE))
     for var in (*QEMU_ENV, "PYTEST_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import coverage
-from ivflat.paths import REPO, cache_dir
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, run_tool
 

@@ -25,8 +25,8 @@ import yaml
 
 from ivflat.ci.proc import UserError
 from ivflat.ci.workclone import debian_base_repo
-from ivflat.paths import REPO, cache_dir
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, git, run_tool
 

@@ -22,8 +22,8 @@ from ivflat.ci import wiring
 from ivflat.ci.qemubuild import OWNED, TOOLS_REQS
 from ivflat.ci.suite import new_run_dir
 from ivflat.ci.wiring import sha
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 from .tools import BUILD_QEMU, fake_qemu_repo, git, run_tool
 

@@ -20,8 +20,8 @@ import pytest
 from ivflat.ci import mutants, provenance, qemubuild
 from ivflat.ci.wiring import Skip
 from ivflat.ci.workclone import debian_base_repo
-from ivflat.paths import REPO, cache_dir, reference_tool
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO, cache_dir, reference_tool
+from ivflat.host.timeouts import scaled
 
 from .conftest import HISTORY_GROUP, selftest_lock
 from .tools import BUILD_QEMU, TOOL_TIMEOUT, Events, run_tool, started_tool

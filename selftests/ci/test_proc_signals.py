@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ivflat import reaper
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host import reaper
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 # A supervising tool interrupted by SIGTERM, then sent SIGHUP, SIGINT and SIGTERM during its
 # cleanup; it starts a child there (as proc.spawn does) and reports its pid and exit.

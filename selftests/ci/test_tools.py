@@ -23,12 +23,12 @@ from ivflat.ci.bisect import step_command, unfinished
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.proc import ABORT, InternalError
 from ivflat.ci.qemubuild import user_source
+from ivflat.ci.subprojects import NEEDED
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.trees import configure_stamp, origin_tree, subproject_donors
 from ivflat.ci.workclone import WorkClone
-from ivflat.paths import REPO, cache_dir
-from ivflat.subprojects import NEEDED
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git
 

@@ -3,7 +3,7 @@ gets SIGINT, SIGTERM or SIGHUP (and more of them during its teardown), no QEMU p
 server socket or shm object of it survives, and a failing test leaves its artifacts
 (command line, stderr, trace, transcript, reproducer). After a SIGKILL of the runner, its
 children die with it (parent-death signal) and the next run sweeps the rest
-(ivflat.reaper).
+(ivflat.host.reaper).
 
 Each scenario runs in a pytest subprocess whose environment carries a unique marker; QEMU
 inherits it, so leftovers are found through /proc/*/environ even under pytest-xdist. Every
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import reaper, timeouts
-from ivflat.paths import REPO
+from ivflat.host import reaper, timeouts
+from ivflat.host.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 MARKER_VAR = "IVSHMEM_TEST_CLEANUP_MARKER"  # in the environment of everything an inner run starts
@@ -39,7 +39,7 @@ import os
 import select
 import subprocess
 import pytest
-from ivflat import timeouts
+from ivflat.host import timeouts
 
 def _started(vm, host_peer):
     os.write(int(os.environ["IVSHMEM_TEST_STARTED_FD"]), b"up")
@@ -197,7 +197,8 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           "-p", "ivflat.plugin", f"--rootdir={tmp_path}", "-c", str(REPO / "pyproject.toml"),
+           "-p", "ivflat.plugin.options", f"--rootdir={tmp_path}",
+           "-c", str(REPO / "pyproject.toml"),
            f"--qemu={qemu}",
            f"--artifacts-dir={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import known_bugs
+from ivflat.device import known_bugs
 from ivflat.diffpci.run import BUG, DIFFERENT, DOC, NOT_RUN, SAME, compare, table
 from ivflat.diffpci.scenarios import BY_NAME, DOCUMENTED, SCENARIOS, Scenario
 from ivflat.diffpci.sides import FLAT, PCI

@@ -15,17 +15,18 @@ import signal
 
 import pytest
 
-from ivflat import known_bugs, timeouts
-from ivflat.known_bugs import CrashSignature, KnownBugCrash, crash_matches
-from ivflat.known_bugs_plugin import raises_problem
-from ivflat.paths import reference_tool
-from ivflat.qtest import QTestError, QTestTimeout
+from ivflat.device import known_bugs
+from ivflat.device.known_bugs import CrashSignature, KnownBugCrash, crash_matches
+from ivflat.host import timeouts
+from ivflat.host.paths import reference_tool
+from ivflat.plugin.known_bugs import raises_problem
+from ivflat.protocol.qtest import QTestError, QTestTimeout
 
 CRASHES = """
 import os, signal
 import pytest
-from ivflat.known_bugs import KnownBugCrash, known_bug
-from ivflat.qtest import QTestTimeout
+from ivflat.device.known_bugs import KnownBugCrash, known_bug
+from ivflat.protocol.qtest import QTestTimeout
 
 
 def segv(vm, sig=signal.SIGSEGV):
@@ -65,7 +66,7 @@ def test_another_crash(vm):
 
 TEARDOWN = """
 import pytest
-from ivflat.known_bugs import known_bug
+from ivflat.device.known_bugs import known_bug
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_a_crash_is_never_the_expected_failure(plugin_pytester):
     out = res.stdout.str()
     # once in each failing test's traceback (the short summary may repeat it, cut or not
     # at the terminal's width)
-    assert len(re.findall(r"^E +ivflat\.known_bugs\.QEMUCrashed: QEMU crashed, which is not "
+    assert len(re.findall(r"^E +ivflat\.device\.known_bugs\.QEMUCrashed: QEMU crashed, which is not "
                           r"the expected failure", out, re.M)) == 3, out[-3000:]
     assert "killed by SIGABRT" in out
 

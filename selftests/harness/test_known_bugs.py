@@ -1,6 +1,6 @@
 """The known-bug registry and the tests agree, and its pytest surface works.
 
-Why: the strict xfails come from fixtures/ivflat/known_bugs.py. A test that names a bug
+Why: the strict xfails come from fixtures/ivflat/device/known_bugs.py. A test that names a bug
 nobody registered, a registered bug no test shows, or a registry entry pointing at a test
 that was renamed would silently lose a bug's guard; this file fails instead.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
-from ivflat.known_bugs_plugin import DUMP_ENV, status
-from ivflat.paths import REPO
-from ivflat.probe import Capabilities
+from ivflat.device import known_bugs
+from ivflat.host.paths import REPO
+from ivflat.plugin.known_bugs import DUMP_ENV, status
+from ivflat.qemu.probe import Capabilities
 
 
 def _pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

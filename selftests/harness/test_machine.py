@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import board, timeouts
-from ivflat.driver import IvshmemFlatDriver
-from ivflat.machine import DeviceConfig, GuestMachine, QtestMachine
-from ivflat.machine.output import StderrCapture
-from ivflat.plugin import _stop_machines
-from ivflat.qtest import QTestTimeout
-from ivflat.reaper import release_all
-from ivflat.reproducer import write_reproducer
-from ivflat.server import IvshmemServer
-from ivflat.sockpath import too_long
-from ivflat.wirings import semantics
+from ivflat.device import board
+from ivflat.device.wirings import semantics
+from ivflat.host import timeouts
+from ivflat.host.reaper import release_all
+from ivflat.host.sockpath import too_long
+from ivflat.plugin.options import _stop_machines
+from ivflat.protocol.qtest import QTestTimeout
+from ivflat.qemu.driver import IvshmemFlatDriver
+from ivflat.qemu.machine import DeviceConfig, GuestMachine, QtestMachine
+from ivflat.qemu.machine.output import StderrCapture
+from ivflat.qemu.reproducer import write_reproducer
+from ivflat.servers.python_server import IvshmemServer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -70,7 +71,7 @@ def test_trace_fence_waits_for_a_lagging_reader(vm, dev, monkeypatch):
 
 def test_stderr_is_fenced_for_assertions(ivshmem_server, launch_vm, monkeypatch, qemu_caps):
     """The realize-time warning QEMU prints without x-irq-qompath (in its wiring's words:
-    ivflat.wirings) is in stderr_lines() right after launch, even with a lagging reader
+    ivflat.device.wirings) is in stderr_lines() right after launch, even with a lagging reader
     (the flake of test_no_irq_path_means_no_irq_but_device_works)."""
     warning = semantics(qemu_caps.wiring).no_irq_warning
     _lagging_reader(monkeypatch, 0.02)

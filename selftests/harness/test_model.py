@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import board, known_bugs, rules
-from ivflat.model import AS_IS, FIXED, SHM_FAULTS, Greeting, Model, Undefined, cpu_pieces, pieces
+from ivflat.device import board, known_bugs, rules
+from ivflat.device.model import (
+    AS_IS,
+    FIXED,
+    SHM_FAULTS,
+    Greeting,
+    Model,
+    Undefined,
+    cpu_pieces,
+    pieces,
+)
 
 ID = 0x1234
 
@@ -32,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_rules_cover_the_bugs_and_are_implemented():
-    """The oracle's table (ivflat.rules): every known bug breaks a rule taken from the spec
+    """The oracle's table (ivflat.device.rules): every known bug breaks a rule taken from the spec
     or ivshmem-pci (a bug no rule names would be the device's word against nobody's), a
     rule differs by a bug or on purpose, never both, each rule id is cited where the model
     or the fuzzer implements it, and README.md carries the table as rules.table() renders
@@ -40,7 +49,7 @@ def test_rules_cover_the_bugs_and_are_implemented():
     assert {r.bug for r in rules.RULES if r.bug} == AS_IS
     assert not [r.id for r in rules.RULES if r.bug and r.deliberate]
     assert all(r.source for r in rules.RULES) and len(rules.BY_ID) == len(rules.RULES)
-    code = (REPO / "fixtures/ivflat/model.py").read_text() + "".join(
+    code = (REPO / "fixtures/ivflat/device/model.py").read_text() + "".join(
         f.read_text() for f in (REPO / "fixtures/ivflat/fuzz").glob("*.py"))
     assert [r.id for r in rules.RULES if r.id not in code] == []
     assert rules.table() in (REPO / "README.md").read_text()

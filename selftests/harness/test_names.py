@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import envvars, reaper
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host import envvars, reaper
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 DEPRECATED = "is deprecated and goes away in the next release"
 

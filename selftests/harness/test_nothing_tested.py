@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.nothing_tested import NO_DEVICE_TEST
-from ivflat.paths import reference_tool
-from ivflat.probe import probe
+from ivflat.host import timeouts
+from ivflat.host.paths import reference_tool
+from ivflat.plugin.nothing_tested import NO_DEVICE_TEST
+from ivflat.qemu.probe import probe
 
 DEBIAN = Path("/usr/bin/qemu-system-arm")
 LINE = "ivflat: no device test ran against {binary}: {reason} (exit status 6)"

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.qtest import QTestDisconnected, QTestError, QTestProtocol, QTestTimeout
+from ivflat.host import timeouts
+from ivflat.protocol.qtest import QTestDisconnected, QTestError, QTestProtocol, QTestTimeout
 
 
 class Script:

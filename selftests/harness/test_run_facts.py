@@ -1,5 +1,5 @@
 """The JUnit XML says what was judged: QEMU, wiring, flavour, device source, suite version
-(issue 21, ivflat.run_facts).
+(issue 21, ivflat.plugin.run_facts).
 
 Why: a JUnit file kept by CI said which tests passed, not of which QEMU, with which wiring,
 build flavour or suite version. Read back from the file a real inner pytest run writes
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO, cache_dir
-from ivflat.probe import probe
-from ivflat.run_facts import DEVICE, UNKNOWN, binary_facts, suite_version
-from ivflat.under_test import buildinfo
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.plugin.run_facts import DEVICE, UNKNOWN, binary_facts, suite_version
+from ivflat.qemu.probe import probe
+from ivflat.qemu.under_test import buildinfo
 
 DEBIAN = Path("/usr/bin/qemu-system-arm")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import timeouts
+from ivflat.host import timeouts
 
 TESTS = """
 def test_a():

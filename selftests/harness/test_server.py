@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from ivflat import board, reaper, timeouts
-from ivflat.faults import Fault, FaultKind
-from ivflat.paths import reference_dir, reference_tool
-from ivflat.peer import HostPeer
-from ivflat.reaper import release_all
-from ivflat.server import IvshmemServer
-from ivflat.serverapi import make_server
-from ivflat.wire import MessageReader, ProtocolError, readable, recv_msg
+from ivflat.device import board
+from ivflat.host import reaper, timeouts
+from ivflat.host.paths import reference_dir, reference_tool
+from ivflat.host.reaper import release_all
+from ivflat.protocol.ivshmem import MessageReader, ProtocolError, readable, recv_msg
+from ivflat.servers import make_server
+from ivflat.servers.faults import Fault, FaultKind
+from ivflat.servers.peer import HostPeer
+from ivflat.servers.python_server import IvshmemServer
 
 SIZE = 64 * 1024  # small shm keeps the tests fast; sizes are not what is under test
 
@@ -464,7 +465,7 @@ def test_make_server_kinds(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_on_python_server(start_server, short_tmp):
-    from ivflat.qemu_client import QemuIvshmemClient
+    from ivflat.servers.qemu_client import QemuIvshmemClient
 
     binary = _tool("ivshmem-client")
     srv = start_server(vectors=2)
@@ -499,7 +500,7 @@ def test_qemu_client_close_kills_and_reaps_even_a_stopped_client(start_server, s
     0.1 s sleeps, which a loaded machine can outlast."""
     import signal
 
-    from ivflat.qemu_client import QemuIvshmemClient
+    from ivflat.servers.qemu_client import QemuIvshmemClient
 
     srv = start_server(vectors=1)
     client = QemuIvshmemClient(_tool("ivshmem-client"), srv.socket_path,
@@ -518,7 +519,7 @@ def test_qemu_client_close_kills_and_reaps_even_a_stopped_client(start_server, s
 
 @pytest.mark.interop
 def test_qemu_client_cannot_connect_is_an_error(short_tmp):
-    from ivflat.qemu_client import IvshmemClientError, QemuIvshmemClient
+    from ivflat.servers.qemu_client import IvshmemClientError, QemuIvshmemClient
 
     binary = _tool("ivshmem-client")
     with pytest.raises(IvshmemClientError, match="cannot connect"):
@@ -528,7 +529,7 @@ def test_qemu_client_cannot_connect_is_an_error(short_tmp):
 
 @pytest.mark.interop
 def test_host_peers_on_qemu_server(short_tmp):
-    from ivflat.qemu_server import QemuIvshmemServer
+    from ivflat.servers.qemu_server import QemuIvshmemServer
 
     binary = _tool("ivshmem-server")
     fds_before = set(os.listdir("/proc/self/fd"))
@@ -563,7 +564,7 @@ def test_host_peers_on_qemu_server(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
-    from ivflat.qemu_server import QemuIvshmemServer
+    from ivflat.servers.qemu_server import QemuIvshmemServer
 
     with QemuIvshmemServer(_tool("ivshmem-server"), short_tmp / "q.sock",
                            shm_size=3 * 4096) as srv, HostPeer(srv.socket_path) as p:
@@ -572,7 +573,7 @@ def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_server_early_exit_reports_output(short_tmp):
-    from ivflat.qemu_server import QemuIvshmemServer, QemuServerError
+    from ivflat.servers.qemu_server import QemuIvshmemServer, QemuServerError
 
     srv = QemuIvshmemServer(_tool("ivshmem-server"), short_tmp / "q.sock",
                             vectors=board.MAX_VECTORS + 1)
@@ -585,8 +586,8 @@ def test_qemu_server_early_exit_reports_output(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_on_qemu_server(short_tmp):
-    from ivflat.qemu_client import QemuIvshmemClient
-    from ivflat.qemu_server import QemuIvshmemServer
+    from ivflat.servers.qemu_client import QemuIvshmemClient
+    from ivflat.servers.qemu_server import QemuIvshmemServer
 
     server, client_bin = _tool("ivshmem-server"), _tool("ivshmem-client")
     fds_before = set(os.listdir("/proc/self/fd"))
@@ -610,9 +611,9 @@ def test_qemu_tools_on_a_socket_path_longer_than_sun_path(short_tmp):
     """A long TMPDIR (a CI workspace) makes the socket path longer than sun_path: QEMU's
     server binds and its client connects through the short alias, as QEMU's chardev does
     (they used to refuse the path: "exited with 1 before listening")."""
-    from ivflat.qemu_client import QemuIvshmemClient
-    from ivflat.qemu_server import QemuIvshmemServer
-    from ivflat.sockpath import too_long
+    from ivflat.host.sockpath import too_long
+    from ivflat.servers.qemu_client import QemuIvshmemClient
+    from ivflat.servers.qemu_server import QemuIvshmemServer
 
     path = short_tmp / ("d" * 60) / ("e" * 60) / "q.sock"
     path.parent.mkdir(parents=True)
@@ -634,8 +635,8 @@ def test_qemu_server_listening_check_is_by_socket_not_name(short_tmp):
     that binds one: "listening" is judged on the sockets the server process holds."""
     import subprocess
 
-    from ivflat.qemu_server import _is_listening
-    from ivflat.sockpath import usable
+    from ivflat.host.sockpath import usable
+    from ivflat.servers.qemu_server import _is_listening
 
     path = short_tmp / ("d" * 60) / ("e" * 60) / "q.sock"
     path.parent.mkdir(parents=True)

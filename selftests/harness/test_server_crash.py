@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
-from ivflat.faults import Fault
-from ivflat.qemu_server import QemuIvshmemServer
-from ivflat.server import IvshmemServer
-from ivflat.serverapi import ServerBackend, ServerError
+from ivflat.servers.api import ServerBackend, ServerError
+from ivflat.servers.faults import Fault
+from ivflat.servers.python_server import IvshmemServer
+from ivflat.servers.qemu_server import QemuIvshmemServer
 
 SIZE = 64 * 1024
 

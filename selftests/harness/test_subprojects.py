@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ivflat.subprojects import NEEDED, TMP_SUFFIX, populate_subprojects
+from ivflat.ci.subprojects import NEEDED, TMP_SUFFIX, populate_subprojects
 
 REV = "f5772a62ec52591ff6870b7e8ef32482371f22c6"
 

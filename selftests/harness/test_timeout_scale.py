@@ -12,8 +12,8 @@ import tomllib
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO
 
 INI_TIMEOUT = float(tomllib.loads((REPO / "pyproject.toml").read_text())
                     ["tool"]["pytest"]["ini_options"]["timeout"])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO, reference_tool
-from ivflat.under_test import QEMU_ENV, named_qemu
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO, reference_tool
+from ivflat.qemu.under_test import QEMU_ENV, named_qemu
 
 TESTS = """
 import pytest
