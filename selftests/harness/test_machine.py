@@ -19,7 +19,7 @@ from ivflat.device.wirings import semantics
 from ivflat.host import timeouts
 from ivflat.host.reaper import release_all
 from ivflat.host.sockpath import too_long
-from ivflat.plugin.options import _stop_machines
+from ivflat.plugin.fixtures import _stop_machines
 from ivflat.protocol.qtest import QTestTimeout
 from ivflat.qemu.driver import IvshmemFlatDriver
 from ivflat.qemu.machine import DeviceConfig, GuestMachine, QtestMachine
