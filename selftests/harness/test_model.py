@@ -44,7 +44,7 @@ def test_rules_cover_the_bugs_and_are_implemented():
     """The oracle's table (ivflat.device.rules): every known bug breaks a rule taken from the spec
     or ivshmem-pci (a bug no rule names would be the device's word against nobody's), a
     rule differs by a bug or on purpose, never both, each rule id is cited where the model
-    or the fuzzer implements it, and README.md carries the table as rules.table() renders
+    or the fuzzer implements it, and docs/fuzzing.md carries the table as rules.table() renders
     it."""
     assert {r.bug for r in rules.RULES if r.bug} == AS_IS
     assert not [r.id for r in rules.RULES if r.bug and r.deliberate]
@@ -52,7 +52,7 @@ def test_rules_cover_the_bugs_and_are_implemented():
     code = (REPO / "fixtures/ivflat/device/model.py").read_text() + "".join(
         f.read_text() for f in (REPO / "fixtures/ivflat/fuzz").glob("*.py"))
     assert [r.id for r in rules.RULES if r.id not in code] == []
-    assert rules.table() in (REPO / "README.md").read_text()
+    assert rules.table() in (REPO / "docs/fuzzing.md").read_text()
 
 
 @pytest.mark.parametrize("offset,size,expected", [
