@@ -129,8 +129,8 @@ def test_a_crash_is_never_the_expected_failure(plugin_pytester):
     out = res.stdout.str()
     # once in each failing test's traceback (the short summary may repeat it, cut or not
     # at the terminal's width)
-    assert len(re.findall(r"^E +ivflat\.device\.known_bugs\.QEMUCrashed: QEMU crashed, which is not "
-                          r"the expected failure", out, re.M)) == 3, out[-3000:]
+    assert len(re.findall(r"^E +ivflat\.device\.known_bugs\.QEMUCrashed: QEMU crashed, "
+                          r"which is not the expected failure", out, re.M)) == 3, out[-3000:]
     assert "killed by SIGABRT" in out
 
 
