@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.host import reaper, timeouts
+from ivflat.host import reaper, signals, timeouts
 from ivflat.host.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -307,7 +307,7 @@ def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu,
     assert inner.rc == 2, inner.out
     assert record.exists(), f"the finalizer was cut short:\n{inner.out}"
     ignored = int(record.read_text(), 16)
-    assert [s.name for s in reaper.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
+    assert [s.name for s in signals.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
         (["SIGHUP"] if nohup else []), inner.out
     assert inner.left == NOTHING, inner.out
 
