@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ivflat.device import board
-from ivflat.qemu.machine import QMPError
+from ivflat.qemu.machine import QMPChannelError
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -30,7 +30,7 @@ def test_device_del_is_refused_cleanly(vm, dev):
     """device_del on the sysbus device is refused (the main system bus does not hotplug)
     with an error naming the reason; QEMU and the device keep working."""
     own = dev.ivposition
-    with pytest.raises(QMPError, match=r"main-system-bus.* does not support hotplugging"):
+    with pytest.raises(QMPChannelError, match=r"main-system-bus.* does not support hotplugging"):
         vm.qmp("device_del", id="ivshmem0")
     assert vm.qom_get("/machine/peripheral/ivshmem0", "realized") is True
     assert dev.ivposition == own

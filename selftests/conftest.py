@@ -10,7 +10,7 @@ self-tests give this process the harness's Ctrl-C handler (a caught handler, whi
 resets to SIG_DFL in every child) for the whole run. The same for SIGTERM and SIGHUP, which
 other self-tests send (a CI cancel, a closed terminal): under `nohup` SIGHUP comes in
 ignored, the harness then rightly leaves it ignored, and an inner run would never see the
-test's SIGHUP; here they get a caught handler that does nothing (reaper.ignore_caught), so
+test's SIGHUP; here they get a caught handler that does nothing (signals.ignore_caught), so
 this run still ignores them while its children start with the default.
 """
 
@@ -22,7 +22,7 @@ import tomllib
 
 import pytest
 
-from ivflat.host import reaper
+from ivflat.host import signals
 from ivflat.host.paths import REPO, cache_dir
 from ivflat.qemu.under_test import QEMU_ENV
 
@@ -60,10 +60,10 @@ def children_take_signals() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, reaper.interrupt_once)
+        signal.signal(signal.SIGINT, signals.interrupt_once)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_IGN:
-            signal.signal(sig, reaper.ignore_caught)
+            signal.signal(sig, signals.ignore_caught)
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
-from ivflat.ci.proc import UserError
 from ivflat.ci.workclone import WorkClone, debian_base_repo
+from ivflat.errors import UserError
 from ivflat.host.paths import cache_dir
 
 from .tools import History, git

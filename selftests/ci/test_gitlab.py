@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ivflat.ci.proc import UserError
 from ivflat.ci.workclone import debian_base_repo
+from ivflat.errors import UserError
 from ivflat.host.paths import REPO, cache_dir
 from ivflat.host.timeouts import scaled
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci.proc import UserError
 from ivflat.ci.series import branch_for, from_msgid, read_series
+from ivflat.errors import UserError
 from ivflat.host.timeouts import scaled
 
 from .test_validate_report import _repo

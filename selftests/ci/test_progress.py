@@ -16,7 +16,7 @@ import pytest
 
 from ivflat.ci import progress
 from ivflat.ci.bisect import ROUGHLY, eta
-from ivflat.ci.proc import UserError
+from ivflat.errors import UserError
 from ivflat.host.timeouts import scaled
 
 

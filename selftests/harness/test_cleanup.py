@@ -21,14 +21,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ivflat.host import reaper, timeouts
+from ivflat.host import reaper, signals, timeouts
 from ivflat.host.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -128,10 +127,9 @@ def _leftovers(inner: Inner) -> dict[str, list]:
 def _wait_gone(marker: str) -> list[int]:
     """Bounded wait for the marked processes to exit (a parent-death signal is
     asynchronous); returns those still there."""
-    deadline = timeouts.Deadline(None, timeouts.START)
-    while (pids := _marked_pids(marker)) and not deadline.expired():
-        time.sleep(0.05)  # sleep-ok: no event tells us another process's exit
-    return pids
+    with contextlib.suppress(timeouts.WaitTimeout):  # no event tells another's exit: polls
+        timeouts.wait_for(lambda: not _marked_pids(marker), None, "", base=timeouts.START)
+    return _marked_pids(marker)
 
 
 def _kill_marked(marker: str) -> None:
@@ -162,15 +160,16 @@ def _deliver(pid: int, sig: signal.Signals) -> None:
     thread of it has taken the signal."""
     os.kill(pid, sig)
     bit = 1 << (sig - 1)
-    deadline = timeouts.Deadline(None, timeouts.START)
-    while not deadline.expired():
+
+    def taken() -> bool:
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
         pending = [int(line.split()[1], 16) for line in status
                    if line.startswith(("SigPnd:", "ShdPnd:"))]
-        if not any(p & bit for p in pending):
-            return
-        time.sleep(0.01)  # sleep-ok: no event tells us another process took a signal
-    pytest.fail(f"{sig.name} still pending in {pid} after {deadline.total}s")
+        return not any(p & bit for p in pending)
+
+    # no event tells us another process took a signal: wait_for polls
+    timeouts.wait_for(taken, None, f"{sig.name} still pending in {pid}", base=timeouts.START,
+                      poll=0.01)
 
 
 def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | None = None,
@@ -308,7 +307,7 @@ def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu,
     assert inner.rc == 2, inner.out
     assert record.exists(), f"the finalizer was cut short:\n{inner.out}"
     ignored = int(record.read_text(), 16)
-    assert [s.name for s in reaper.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
+    assert [s.name for s in signals.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
         (["SIGHUP"] if nohup else []), inner.out
     assert inner.left == NOTHING, inner.out
 
