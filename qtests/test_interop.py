@@ -32,7 +32,7 @@ def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_d
 def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_dev):
     with HostPeer(qemu_server.socket_path) as peer:
         dev = launch_dev(qemu_server)
-        dev.vm.wait_vectors(peer.id, 2)
+        dev.wait_vectors(peer.id, 2)
         peer.wait_peer_vectors(dev.ivposition, 2)
         dev.ring(peer.id, 1)
         assert peer.wait_vector(1) == 1
@@ -57,7 +57,7 @@ def test_qemu_ivshmem_client_as_peer(make_server, launch_dev, qemu_binary, short
     client = QemuIvshmemClient(binary, server.socket_path, logdir=short_tmp)
     try:
         client.start()
-        dev.vm.wait_vectors(client.own_id, 1)
+        dev.wait_vectors(client.own_id)
         dev.ring(client.own_id, 0)
         client.expect_notification(vector=0)
         mark = dev.mark()

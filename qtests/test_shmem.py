@@ -34,10 +34,10 @@ def test_host_and_guest_see_each_others_writes(make_server, launch_dev, size):
 
 def test_word_accesses_hit_shared_memory(dev, ivshmem_server):
     """readl/writel (not only bulk) go to the same RAM, little-endian."""
-    dev.vm.writel(board.SHMEM_ADDR + 8, 0x11223344)
+    dev.shm_writel(8, 0x11223344)
     assert ivshmem_server.read(8, 4) == bytes.fromhex("44332211")
     ivshmem_server.write(12, bytes.fromhex("efbeadde"))
-    assert dev.vm.readl(board.SHMEM_ADDR + 12) == 0xDEADBEEF
+    assert dev.shm_readl(12) == 0xDEADBEEF
 
 
 def test_bulk_one_mebibyte_round_trip(dev, ivshmem_server):
@@ -49,7 +49,7 @@ def test_bulk_one_mebibyte_round_trip(dev, ivshmem_server):
 
 
 def test_memset_fills_shared_memory(dev, ivshmem_server):
-    dev.vm.memset(board.SHMEM_ADDR + 100, 50, 0x5A)
+    dev.shm_fill(100, 50, 0x5A)
     assert ivshmem_server.read(100, 50) == b"\x5a" * 50
 
 

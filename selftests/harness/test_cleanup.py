@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.device import traces
 from ivflat.host import reaper, timeouts
 from ivflat.host.paths import REPO
 
@@ -388,5 +389,5 @@ def test_failure_leaves_bug_report_material(tmp_path, wired_qemu):
                  "qtest-commands.txt"):
         assert (vmdir / name).stat().st_size > 0, name
     assert "writel 0x400ff00c" in (vmdir / "qtest-commands.txt").read_text()
-    assert "ivshmem_flat_interrupt_peer" in (vmdir / "trace.log").read_text()
+    assert traces.INTERRUPT_PEER in (vmdir / "trace.log").read_text()
     assert "command line" in inner.out and "qtest transcript" in inner.out

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from ivflat.device import known_bugs
+from ivflat.device import known_bugs, traces
 from ivflat.device.known_bugs import CrashSignature, KnownBugCrash, crash_matches
 from ivflat.host import timeouts
 from ivflat.host.paths import reference_tool
@@ -47,8 +47,8 @@ def test_segv_then_assert(vm):
 
 
 @known_bug("own-vector-opaque", raises=QTestTimeout)
-def test_segv_then_wait(dev):
-    os.kill(dev.vm.pid, signal.SIGSEGV)
+def test_segv_then_wait(vm, dev):
+    os.kill(vm.pid, signal.SIGSEGV)
     dev.wait_pulses(1)
 
 
@@ -268,7 +268,7 @@ def test_signal_signature_without_a_sanitizer():
     """A build without ASan: the signal and nothing printed (a plain SIGSEGV cannot say
     where it came from; the ASan build checks the function too)."""
     sig = CrashSignature("SEGV on unknown address", ("ivshmem_flat_remove_peer",), "SIGSEGV")
-    assert crash_matches(sig, SEGV, ["ivshmem_flat_new_peer New peer ID: 3"])
+    assert crash_matches(sig, SEGV, [f"{traces.NEW_PEER} New peer ID: 3"])
     assert not crash_matches(sig, -signal.SIGABRT, [])
     assert not crash_matches(sig, 1, [])
     assert not crash_matches(sig, SEGV, ["free(): invalid pointer"])
