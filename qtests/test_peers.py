@@ -21,6 +21,8 @@ def _forgotten(dev, ivshmem_server, gone: int) -> None:
 
 
 def test_peer_connecting_after_guest_is_reachable(dev, ivshmem_server):
+    """A peer that connects after the guest is announced to it (new-peer) with its
+    vectors, and a ring of the guest then reaches that peer's eventfd once."""
     with HostPeer(ivshmem_server.socket_path) as late:
         dev.wait_new_peer(late.id)
         dev.wait_vectors(late.id)
@@ -84,6 +86,8 @@ def test_two_guests_interrupt_each_other(ivshmem_server, launch_dev):
 
 
 def test_guest_survives_other_guest_quitting(ivshmem_server, launch_dev):
+    """When another guest quits, the server announces its disconnect: the remaining
+    device forgets that peer (a ring to it reaches nobody) and its QEMU keeps running."""
     a, b = launch_dev(ivshmem_server, "a"), launch_dev(ivshmem_server, "b")
     bid = b.ivposition
     a.wait_vectors(bid)

@@ -51,6 +51,8 @@ def test_reserved_registers_read_zero_and_ignore_writes(dev, reg):
 
 @both_paths
 def test_ivposition_ignores_writes(dev):
+    """IVPOSITION is read-only: the id is the server's to hand out, so a guest's write
+    leaves the id it reads unchanged."""
     before = dev.ivposition
     dev.set_reg(board.IVPOSITION, before ^ 0xFFFF)
     assert dev.ivposition == before
