@@ -175,11 +175,17 @@ def test_x():
     (KnownBugCrash, "no crash signature"),
 ])
 def test_raises_rule(raises, problem):
+    """raises= must name the symptom as exception classes, and none that would also take
+    what a dead QEMU raises (QTestDisconnected, QEMUStartError) or the plugin's NotTheBug,
+    or a crash with no signature to tell the bug's crash from another: else the strict
+    xfail would pass a series that makes the path crash."""
     got = raises_problem(known_bugs.get("version-unchecked"), raises)
     assert (got is None) if problem is None else (problem in (got or "")), got
 
 
 def test_crash_bugs_have_a_signature():
+    """A bug whose symptom is a crash may say raises=KnownBugCrash because the registry gives
+    it a crash signature, the only thing that tells its crash from any other."""
     assert raises_problem(known_bugs.get("disconnect-own-id"), KnownBugCrash) is None
     assert known_bugs.get("doorbell-vector-unchecked").crash is not None
 
@@ -205,6 +211,8 @@ SEGV = -signal.SIGSEGV
 
 
 def test_asan_signature_matches_its_report():
+    """The doorbell bug's signature matches its own ASan report, lines before it included,
+    and the other crash bug's does not: each crash is credited to its own bug only."""
     assert DOORBELL is not None and OWN_ID is not None
     lines = ASAN_REPORT.splitlines()
     assert crash_matches(DOORBELL, 1, ["qemu: some earlier line", *lines])
@@ -213,6 +221,9 @@ def test_asan_signature_matches_its_report():
 
 @pytest.mark.parametrize("change", ["kind", "deep frame", "ubsan first", "no frames"])
 def test_asan_signature_refuses_other_reports(change):
+    """Another report kind, the device only deep in the stack, a UBSan report first or a
+    report without frames is not the bug's: a different crash on the same path must not
+    count as the known one."""
     assert DOORBELL is not None
     text = ASAN_REPORT
     if change == "kind":

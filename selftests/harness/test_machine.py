@@ -111,6 +111,8 @@ def test_crash_at_shutdown_is_a_test_error(tmp_path, wired_qemu, ivshmem_server,
 
 
 def test_clean_shutdown_reports_nothing(vm):
+    """A QEMU that quits cleanly when asked leaves no shutdown report: the fixtures turn a
+    report into a test error, so a false one would fail every test at teardown."""
     vm.shutdown()
     assert vm.shutdown_report is None
 
