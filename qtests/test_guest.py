@@ -226,7 +226,7 @@ def test_qtest_vm_and_firmware_vm_talk(ivshmem_server, launch_guest, launch_dev)
     gid = _boot_id(g, r"echo: id=(\d+) READY")
     dev = launch_dev(ivshmem_server, name="qtest-vm")
     qid = dev.ivposition
-    dev.vm.wait_vectors(gid, 1)
+    dev.wait_vectors(gid)
     g.wait_vectors(qid, 1)
     body, seq_word = mailbox.pack_request(7, qid, b"from qtest")
     dev.shm_write(mailbox.off("REQ_OFF") + 4, body)

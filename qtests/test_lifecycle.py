@@ -10,10 +10,9 @@ from ivflat.qemu.machine import QMPChannelError
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
-def test_system_reset_keeps_id_memory_and_notifications(dev, ivshmem_server):
+def test_system_reset_keeps_id_memory_and_notifications(vm, dev, ivshmem_server):
     """The device has no reset handler: after system_reset its id, the shared RAM contents
     (host-owned memory) and doorbell->IRQ delivery are unchanged."""
-    vm = dev.vm
     own = dev.ivposition
     dev.shm_write(0, b"survives reset")
     vm.qmp("system_reset")

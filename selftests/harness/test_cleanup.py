@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.device import traces
 from ivflat.host import reaper, signals, timeouts
 from ivflat.host.paths import REPO
 
@@ -262,6 +263,9 @@ NOTHING = {"processes": [], "shm": [], "tmp": []}
     ("test_passes", 0, "python"), ("test_fails", 1, "python"), ("test_times_out", 1, "python"),
     ("test_fails", 1, "qemu"), ("test_times_out", 1, "qemu")])
 def test_nothing_left_behind(tmp_path, wired_qemu, test, rc, backend):
+    """Whether the inner test passes, fails or hits pytest-timeout, on either server
+    backend, the run exits with that test's status and leaves no QEMU, shm object or
+    temporary directory: one run must not leak into the next."""
     inner = _run_inner(tmp_path, test, wired_qemu, backend=backend)
     _cleanup_tmp(inner)
     assert inner.rc == rc, inner.out
@@ -379,6 +383,9 @@ def test_qemu_stops_before_its_server(tmp_path, wired_qemu):
 
 
 def test_failure_leaves_bug_report_material(tmp_path, wired_qemu):
+    """A failing test leaves, per VM, its command line, stderr, trace, qtest transcript and
+    commands and a reproducer, none empty and each holding what the test did (its DOORBELL
+    write, the ring's trace), and the report names them: what an upstream bug report needs."""
     inner = _run_inner(tmp_path, "test_fails", wired_qemu)
     _cleanup_tmp(inner)
     assert inner.rc == 1
@@ -387,5 +394,5 @@ def test_failure_leaves_bug_report_material(tmp_path, wired_qemu):
                  "qtest-commands.txt"):
         assert (vmdir / name).stat().st_size > 0, name
     assert "writel 0x400ff00c" in (vmdir / "qtest-commands.txt").read_text()
-    assert "ivshmem_flat_interrupt_peer" in (vmdir / "trace.log").read_text()
+    assert traces.INTERRUPT_PEER in (vmdir / "trace.log").read_text()
     assert "command line" in inner.out and "qtest transcript" in inner.out

@@ -34,6 +34,9 @@ def model(bugs=AS_IS, **kw) -> Model:
 
 
 def test_bug_switches_are_the_registry():
+    """The model's bug switches are the registry's bugs, all on as it is and none when
+    fixed: a registered bug the model cannot switch could not be modelled fixed, and a
+    switch of its own would be a bug nobody registered."""
     assert {b.id for b in known_bugs.BUGS} == AS_IS and not FIXED
 
 
@@ -64,6 +67,10 @@ def test_rules_cover_the_bugs_and_are_implemented():
     (-2, 4, [(-2, 2), (0, 2)]),
 ])
 def test_memory_core_splitting(offset, size, expected):
+    """The model splits an access as QEMU's memory core does for qtest (aligned pieces of at
+    most 4 bytes, a tail past the block going to the board's background): the fuzzer
+    predicts unaligned accesses from these pieces, and qtests/test_registers.py shows
+    them on the device."""
     assert pieces(offset, size) == expected
 
 
@@ -305,6 +312,9 @@ def test_own_vector_the_device_cannot_write_is_not_rung_by_doorbell():
 
 
 def test_reset_keeps_everything():
+    """system_reset changes nothing in the model: the device has no reset handler, so its
+    vectors, peers and fds survive, as test_system_reset_keeps_id_memory_and_notifications
+    shows on QEMU."""
     m = model()
     m.message(3, fd=True)
     before = (m.own_vectors, dict(m.peers), m.held_fds())

@@ -45,6 +45,9 @@ def test_debian_stock_binary_is_type_only():
 @pytest.mark.skipif(reference_tool("qemu-system-arm") is None,
                     reason="no reference build: run ci/build-qemu")
 def test_reference_build_is_wired_with_qtest():
+    """The reference build is what the catalogue judges: the probe finds the device
+    user-creatable, wired with the suite's wiring and every property, with the qtest
+    accelerator, and no reason to skip."""
     caps = probe_uncached(reference_tool("qemu-system-arm"))
     assert caps.has_device_type and caps.user_creatable and caps.wired and caps.qtest_accel
     assert caps.missing_props == []
@@ -66,11 +69,15 @@ def test_wiring_classified_by_its_realize_error():
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
+    """A --qemu that does not exist is a ProbeError that says so, not a traceback from deep
+    in a subprocess."""
     with pytest.raises(ProbeError, match="no such file"):
         probe_uncached(tmp_path / "qemu-system-arm")
 
 
 def test_non_qemu_binary_is_a_clear_error():
+    """A binary that is not a QEMU system emulator is refused as such, instead of being
+    probed into nonsense capabilities."""
     with pytest.raises(ProbeError, match="not a QEMU system emulator"):
         probe_uncached(Path("/bin/true"))
 

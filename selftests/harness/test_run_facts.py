@@ -35,6 +35,10 @@ def junit_properties(path: Path) -> dict[str, str]:
                                          ("reference-fixes", "")])
 def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: str,
                                      xdist: str) -> None:
+    """The JUnit XML of a run, serial or under xdist, of the reference build and of the fixed
+    one, names the binary, its version, wiring and flavour, the device source and its hash,
+    the bugs the build fixes, the server backend and the suite's git version, the build's
+    facts as its BUILDINFO.json records them: a kept result says what it judged."""
     binary = cache_dir() / build / "qemu-system-arm"
     if not binary.exists():
         pytest.skip(f"no {build} build (ci/build-qemu{' --with-fixes' * ('fixes' in build)})")

@@ -142,6 +142,8 @@ def test_exact_message_order_mirrors_qemu(start_server, raw):
 
 
 def test_ids_count_up_and_are_never_reused(start_server):
+    """Ids are handed out from 0 up and a departed peer's id is not given again, as QEMU's
+    server does: a late message about an old id can never be taken for a new peer."""
     srv = start_server()
     with HostPeer(srv.socket_path) as p0:
         with HostPeer(srv.socket_path) as p1:
@@ -153,6 +155,8 @@ def test_ids_count_up_and_are_never_reused(start_server):
 
 
 def test_explicit_ids_then_counter(start_server):
+    """The ids a test asks for are handed out first, in its order, then the counter takes
+    over from first_id: tests can place a guest at any id, edges included."""
     srv = start_server(ids=[5, 2], first_id=7)
     peers = [HostPeer(srv.socket_path) for _ in range(3)]
     try:
@@ -164,6 +168,10 @@ def test_explicit_ids_then_counter(start_server):
 
 
 def test_host_peers_see_each_other_and_ring(start_server):
+    """Two host peers get each other's vectors and their own, and a ring reaches exactly the
+    vector it names (eventfd counts add up: two rings, one read of 2), one's own id rings
+    itself; a ring of an unknown peer or vector is an error naming it, and a wait for a
+    ring that never comes times out saying which vector."""
     srv = start_server(vectors=3)
     with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
         assert a.version == 0 and (a.id, b.id) == (0, 1)
@@ -188,6 +196,9 @@ def test_host_peers_see_each_other_and_ring(start_server):
 
 
 def test_disconnects_are_announced(start_server):
+    """A peer that leaves, or that the server drops, is announced to the others as a
+    disconnect of its id, and the dropped peer sees its connection closed: the device's
+    forget-a-peer path gets exactly the message QEMU's server sends."""
     srv = start_server()
     a = HostPeer(srv.socket_path)
     b = HostPeer(srv.socket_path)
@@ -208,6 +219,8 @@ def test_disconnects_are_announced(start_server):
 
 
 def test_shm_is_shared(start_server):
+    """Server and peers map one memory of the configured size: a write on either side is
+    read on the other, at both ends; an access outside it is refused."""
     srv = start_server()
     with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
         assert len(a.shm) == SIZE
@@ -220,6 +233,9 @@ def test_shm_is_shared(start_server):
 
 
 def test_send_raw_reaches_a_host_peer(start_server):
+    """send_raw delivers the message a test composes (an id with or without an fd) as is: with
+    an eventfd it is a vector the peer can ring, without one a disconnect; a message for an
+    id nobody holds is an error."""
     srv = start_server()
     efd = os.eventfd(0)
     try:
@@ -237,6 +253,8 @@ def test_send_raw_reaches_a_host_peer(start_server):
 
 
 def test_wait_peers_timeout_says_what(start_server):
+    """A wait for peers that never come times out saying how many were expected and which
+    are there."""
     srv = start_server()
     with pytest.raises(TimeoutError, match=r"expected 2 connected peer\(s\), have \[\]"):
         srv.wait_peers(2, timeout=0.05)
@@ -286,6 +304,8 @@ def _faulted(start_server, raw, fault, **kw) -> tuple[IvshmemServer, Raw]:
 @pytest.mark.parametrize("fault,version", [(Fault.WRONG_VERSION, 1),
                                            (Fault(FaultKind.WRONG_VERSION, value=7), 7)])
 def test_fault_wrong_version(start_server, raw, fault, version):
+    """WRONG_VERSION (1, or the value given) replaces only the version of the greeting; the
+    rest follows as usual, then nothing."""
     _, c = _faulted(start_server, raw, fault)
     assert c.take(4) == [*_greeting(0, version=version), (0, "eventfd")]
     assert c.quiet()
@@ -299,6 +319,8 @@ def test_fault_wrong_version(start_server, raw, fault, version):
     (Fault.of("non_shm_fd", fd_kind="eventfd"), "eventfd"),
 ])
 def test_fault_bad_shm_fd(start_server, raw, fault, shm):
+    """Each bad shared memory fault sends the greeting with that fd instead of the memory
+    (none, a memfd of another size, a pipe, an eventfd), the rest as usual."""
     _, c = _faulted(start_server, raw, fault)
     assert c.take(4) == [*_greeting(0, shm=shm), (0, "eventfd")]
     assert c.quiet()
@@ -314,6 +336,8 @@ def test_fault_shm_message_value(start_server, raw, fault, value):
 
 
 def test_fault_too_many_vectors_also_announced_to_others(start_server, raw):
+    """TOO_MANY_VECTORS gives the new peer 65 vectors, one past the device's maximum, and the
+    peers already connected are told the same 65: the drop is tested from both sides."""
     srv = start_server()
     first = raw(srv.socket_path)
     srv.wait_accepted(1)
@@ -328,12 +352,15 @@ def test_fault_too_many_vectors_also_announced_to_others(start_server, raw):
 
 
 def test_server_wide_70_vectors(start_server, raw):
+    """A server of 70 vectors per peer sends all 70 after the greeting, then nothing."""
     _, c = _faulted(start_server, raw, None, vectors=70)
     assert c.take(73) == [*_greeting(0), *[(0, "eventfd")] * 70]
     assert c.quiet()
 
 
 def test_fault_disconnect_unknown_id(start_server, raw):
+    """DISCONNECT_UNKNOWN_ID follows the greeting with a disconnect of an id nobody holds
+    (the value given, else one no peer has): a message the device must ignore."""
     _, c = _faulted(start_server, raw, Fault(FaultKind.DISCONNECT_UNKNOWN_ID, value=999))
     assert c.take(5) == [*_greeting(0), (0, "eventfd"), (999, None)]
     assert c.quiet()
@@ -343,6 +370,7 @@ def test_fault_disconnect_unknown_id(start_server, raw):
 
 
 def test_fault_disconnect_own_id(start_server, raw):
+    """DISCONNECT_OWN_ID follows the greeting with a disconnect of the client's own id."""
     _, c = _faulted(start_server, raw, Fault.DISCONNECT_OWN_ID, first_id=3)
     assert c.take(5) == [*_greeting(3), (3, "eventfd"), (3, None)]
     assert c.quiet()
@@ -358,6 +386,8 @@ def _half_then_silence(c: Raw) -> bytes:
 
 
 def test_fault_truncated_after_greeting(start_server, raw):
+    """TRUNCATED sends the first 4 bytes of a message after the greeting and then nothing
+    more to that client, with its connection left open; other clients are served as usual."""
     srv, c = _faulted(start_server, raw, Fault(FaultKind.TRUNCATED, value=0x1234))
     assert c.take(4) == [*_greeting(0), (0, "eventfd")]
     assert _half_then_silence(c) == (0x1234).to_bytes(8, "little")[:4]
@@ -368,6 +398,8 @@ def test_fault_truncated_after_greeting(start_server, raw):
 
 
 def test_fault_truncated_at_shm_message(start_server, raw):
+    """TRUNCATED at the shared memory message sends its first half with the fd, then
+    silence: the device sees a message cut where realize waits for it."""
     _, c = _faulted(start_server, raw, Fault(FaultKind.TRUNCATED, at=2))
     assert c.take(2) == [(0, None), (0, None)]
     assert _half_then_silence(c) == b"\xff" * 4
@@ -375,6 +407,8 @@ def test_fault_truncated_at_shm_message(start_server, raw):
 
 
 def test_fault_close_mid_greeting(start_server, raw):
+    """CLOSE_MID_GREETING sends the version and closes: the client sees EOF, the id it was
+    given is used up (as QEMU's server would), and it is no peer."""
     srv, c = _faulted(start_server, raw, Fault.CLOSE_MID_GREETING)
     assert c.take(1) == [(0, None)]
     with pytest.raises(ProtocolError, match="closed"):
@@ -385,6 +419,9 @@ def test_fault_close_mid_greeting(start_server, raw):
 
 
 def test_fault_is_one_shot_and_policy_is_per_connection(start_server, raw):
+    """A fault hits the next connection only, the one after is served normally, and a policy
+    (a function of the connection index) decides per connection: a test breaks exactly
+    the client it means to."""
     srv = start_server(fault=Fault.DISCONNECT_OWN_ID)
     a, b = raw(srv.socket_path), None
     srv.wait_accepted(1)
@@ -403,6 +440,8 @@ def test_fault_is_one_shot_and_policy_is_per_connection(start_server, raw):
 
 
 def test_host_peer_refuses_wrong_version_without_leaks(start_server):
+    """HostPeer refuses a greeting of another protocol version with a ProtocolError naming
+    it, and leaves no fd behind, nor a connection on the server."""
     srv = start_server(fault=Fault.WRONG_VERSION)
     before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(ProtocolError, match="version 1"):
@@ -419,6 +458,9 @@ def _harness_threads() -> list[str]:
 
 
 def test_python_server_leaves_nothing_behind(short_tmp):
+    """Stopping the server with peers connected, one gone and a cut message with fds in
+    flight leaves no thread, socket file, fd or shm object of this process, and a second
+    stop() is harmless."""
     fds_before = set(os.listdir("/proc/self/fd"))
     shm_before = set(os.listdir("/dev/shm"))
     path = short_tmp / "leak.sock"
@@ -444,6 +486,8 @@ def test_python_server_leaves_nothing_behind(short_tmp):
 
 
 def test_failed_start_releases_everything(short_tmp):
+    """A server whose socket path is taken fails to start (FileExistsError) and holds no
+    fd or thread afterwards."""
     path = short_tmp / "taken.sock"
     path.touch()
     before = set(os.listdir("/proc/self/fd"))
@@ -453,6 +497,8 @@ def test_failed_start_releases_everything(short_tmp):
 
 
 def test_make_server_kinds(short_tmp):
+    """make_server builds the kind asked for, refuses an unknown kind, and refuses a fault
+    for QEMU's server, which has no fault hooks."""
     assert isinstance(make_server("python", short_tmp / "p.sock", vectors=2), IvshmemServer)
     with pytest.raises(ValueError, match="unknown server kind"):
         make_server("rust", short_tmp / "r.sock")
@@ -465,6 +511,9 @@ def test_make_server_kinds(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_on_python_server(start_server, short_tmp):
+    """QEMU's ivshmem-client works with the Python server: it gets its id and every peer's
+    vectors, reports a ring of its vector, and rings a host peer's vectors one by one or
+    all at once; an unknown peer is an error."""
     from ivflat.servers.qemu_client import QemuIvshmemClient
 
     binary = _tool("ivshmem-client")
@@ -519,6 +568,8 @@ def test_qemu_client_close_kills_and_reaps_even_a_stopped_client(start_server, s
 
 @pytest.mark.interop
 def test_qemu_client_cannot_connect_is_an_error(short_tmp):
+    """A client with no server to connect to fails with an error saying so, and leaves no
+    thread behind."""
     from ivflat.servers.qemu_client import IvshmemClientError, QemuIvshmemClient
 
     binary = _tool("ivshmem-client")
@@ -529,6 +580,9 @@ def test_qemu_client_cannot_connect_is_an_error(short_tmp):
 
 @pytest.mark.interop
 def test_host_peers_on_qemu_server(short_tmp):
+    """HostPeer works with QEMU's ivshmem-server: ids from 0 never reused, every vector, the
+    shared memory, rings and disconnects; once stopped the server leaves no socket, shm
+    file, thread or fd."""
     from ivflat.servers.qemu_server import QemuIvshmemServer
 
     binary = _tool("ivshmem-server")
@@ -564,6 +618,8 @@ def test_host_peers_on_qemu_server(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
+    """QEMU's server rounds the memory size up to a power of two, and the harness reports
+    the size it really has (a guest's shmem-size must match that one)."""
     from ivflat.servers.qemu_server import QemuIvshmemServer
 
     with QemuIvshmemServer(_tool("ivshmem-server"), short_tmp / "q.sock",
@@ -573,6 +629,8 @@ def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_server_early_exit_reports_output(short_tmp):
+    """A QEMU server that cannot start (too many vectors, a missing binary) is an error
+    that says why, and leaves no shm file or thread."""
     from ivflat.servers.qemu_server import QemuIvshmemServer, QemuServerError
 
     srv = QemuIvshmemServer(_tool("ivshmem-server"), short_tmp / "q.sock",
@@ -586,6 +644,8 @@ def test_qemu_server_early_exit_reports_output(short_tmp):
 
 @pytest.mark.interop
 def test_qemu_client_on_qemu_server(short_tmp):
+    """QEMU's own client and server work with each other and a host peer, each in its own
+    session (a Ctrl-C for pytest does not reach them), and leave no fd or thread."""
     from ivflat.servers.qemu_client import QemuIvshmemClient
     from ivflat.servers.qemu_server import QemuIvshmemServer
 

@@ -96,6 +96,10 @@ def _expected(peer: int) -> list[tuple[int, bool]]:
 
 
 def test_etoomanyrefs_is_retried_until_every_fd_is_delivered(short_tmp: Path) -> None:
+    """With more fds in flight than its RLIMIT_NOFILE allows, the server queues what
+    sendmsg refuses (ETOOMANYREFS) instead of taking the client for gone, and once the
+    clients read, every client gets every message with its fd, in QEMU's order, with
+    nothing left queued and no send error."""
     workdir = short_tmp / "srv"
     workdir.mkdir()
     env = {**child_env(), "PYTHONPATH": str(REPO / "fixtures")}

@@ -44,6 +44,8 @@ def test_first_named_wins(monkeypatch: pytest.MonkeyPatch, first: str) -> None:
 
 @pytest.mark.parametrize("name", ["--qemu", "QEMU_TEST_QEMU_BINARY"])
 def test_tilde_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
+    """A binary named with ~, by --qemu or a variable, is found in $HOME: a shell that did
+    not expand the ~ (a quoted value, an ini file) still names the right binary."""
     monkeypatch.setenv("HOME", str(tmp_path))
     for var in QEMU_ENV:
         monkeypatch.delenv(var, raising=False)
