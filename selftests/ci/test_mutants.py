@@ -20,6 +20,7 @@ import pytest
 from ivflat.ci import mutants, provenance, qemubuild
 from ivflat.ci.wiring import Skip
 from ivflat.ci.workclone import debian_base_repo
+from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO, cache_dir, reference_tool
 from ivflat.host.timeouts import scaled
 
@@ -30,7 +31,7 @@ ORIGINAL = "static int f(void)\n{\n    return 1;\n}\n"
 
 
 def _tree(tmp_path: Path) -> Path:
-    src = tmp_path / "tree" / mutants.DEVICE
+    src = tmp_path / "tree" / DEVICE_SOURCE
     src.parent.mkdir(parents=True)
     src.write_text(ORIGINAL)
     bdir = tmp_path / "tree" / "build-default"
@@ -133,7 +134,7 @@ def test_mutation_run_waits_for_a_build_of_the_tree(tmp_path: Path) -> None:
 
 PROGRAM = "int main(void)\n{\n    return 1;\n}\n"
 BUILD_NINJA = ("rule cc\n  command = cc $in -o $out\n"
-               f"build qemu-system-arm: cc ../{mutants.DEVICE}\n")
+               f"build qemu-system-arm: cc ../{DEVICE_SOURCE}\n")
 
 
 def _ninja_tree(tmp_path: Path) -> Path:
@@ -208,7 +209,7 @@ def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,
     mutants.ninja(bdir)
     assert _compiled_from(bdir) == 1
     assert provenance.recorded(bdir) == provenance.digests(bdir.parent)
-    assert provenance.recorded(bdir)[mutants.DEVICE] == hashlib.sha256(
+    assert provenance.recorded(bdir)[DEVICE_SOURCE] == hashlib.sha256(
         PROGRAM.encode()).hexdigest()
     assert qemubuild._stale(out, bdir) is None
     src.write_text(PROGRAM.replace("1;", "3;"))  # the tree no longer holds that source
@@ -237,7 +238,7 @@ def test_no_copy_is_taken_of_a_mutated_tree(tmp_path: Path,
                 qemubuild.with_fixes(tmp_path / "cache", "x", tree)
         else:
             repo = debian_base_repo()
-            assert (repo / mutants.DEVICE).read_text() == ORIGINAL
+            assert (repo / DEVICE_SOURCE).read_text() == ORIGINAL
             assert not list(repo.rglob("*" + mutants.ORIG_SUFFIX))
         assert src.read_text() == ORIGINAL and not mutants.restore_leftover(bdir)
 
@@ -258,7 +259,7 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
         assert res.returncode == 0, res.stderr[-3000:]
         info = json.loads((cache_dir() / "reference" / "BUILDINFO.json").read_text())
         tree, bdir = Path(info["tree"]), Path(info["build_dir"])
-        original = (tree / mutants.DEVICE).read_bytes()
+        original = (tree / DEVICE_SOURCE).read_bytes()
         events = Events(tmp_path / "events.sock")
         try:
             cmd = [sys.executable, str(REPO / "ci" / "mutants"), "--only",
@@ -269,7 +270,7 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
                 tool.proc.kill()  # and everything it started, on leaving the block
         finally:
             events.close()
-        src = tree / mutants.DEVICE
+        src = tree / DEVICE_SOURCE
         assert src.with_name(src.name + mutants.ORIG_SUFFIX).exists()  # what it leaves
         res = run_tool([sys.executable, str(BUILD_QEMU)])
         assert res.returncode == 0, res.stderr[-3000:]
@@ -277,7 +278,7 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
         assert not src.with_name(src.name + mutants.ORIG_SUFFIX).exists()
         binary = Path(res.stdout.strip().splitlines()[-1])
         built = json.loads((binary.parent / "BUILDINFO.json").read_text())
-        assert built["sources"][mutants.DEVICE] == hashlib.sha256(original).hexdigest()
+        assert built["sources"][DEVICE_SOURCE] == hashlib.sha256(original).hexdigest()
         assert provenance.recorded(bdir) == provenance.digests(tree)
         for qemu in (bdir / "qemu-system-arm", binary):
             res = run_tool([sys.executable, "-m", "pytest", "qtests/test_registers.py",
