@@ -22,7 +22,7 @@ import pytest
 
 from ivflat.ci import coverage
 from ivflat.device.board import DEVICE_SOURCE
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.paths import REPO, reference_dir
 from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, run_tool
@@ -114,7 +114,7 @@ def test_nothing_to_report_is_said(gcov_build: Path, tmp_path: Path) -> None:
 def test_coverage_html_on_the_reference_coverage_build(tmp_path: Path) -> None:
     """ci/coverage --html on `<cache>/reference-coverage` with -k test_ivposition: the
     suite passes, the device's lines and branches are counted, gcovr's pages written."""
-    if not (cache_dir() / "reference-coverage" / "BUILDINFO.json").exists():
+    if not (reference_dir("coverage") / "BUILDINFO.json").exists():
         pytest.skip("no coverage build (ci/build-qemu --coverage)")
     if shutil.which(coverage.GCOVR) is None:
         pytest.skip("no gcovr (ci/install-deps)")

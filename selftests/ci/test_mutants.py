@@ -21,7 +21,7 @@ from ivflat.ci import devsource, provenance, qemubuild
 from ivflat.ci.wiring import Skip
 from ivflat.ci.workclone import debian_base_repo
 from ivflat.device.board import DEVICE_SOURCE
-from ivflat.host.paths import REPO, cache_dir, reference_tool
+from ivflat.host.paths import REPO, cache_dir, reference_dir, reference_tool
 from ivflat.host.timeouts import scaled
 
 from .conftest import HISTORY_GROUP, selftest_lock
@@ -257,7 +257,7 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
     with selftest_lock(cache_dir()):
         res = run_tool([sys.executable, str(BUILD_QEMU)])
         assert res.returncode == 0, res.stderr[-3000:]
-        info = json.loads((cache_dir() / "reference" / "BUILDINFO.json").read_text())
+        info = json.loads((reference_dir() / "BUILDINFO.json").read_text())
         tree, bdir = Path(info["tree"]), Path(info["build_dir"])
         original = (tree / DEVICE_SOURCE).read_bytes()
         events = Events(tmp_path / "events.sock")

@@ -28,7 +28,7 @@ from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.trees import configure_stamp, origin_tree, subproject_donors
 from ivflat.ci.workclone import WorkClone
 from ivflat.host.cli import Exit
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.paths import REPO, cache_dir, reference_dir
 from ivflat.host.timeouts import scaled
 
 from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git
@@ -247,7 +247,7 @@ def test_build_qemu_exports_a_dirty_tree_without_writing_to_it(cache: Path,
 def wiring_files(dest: Path) -> Path:
     """The files the wiring patch touches, from Debian's QEMU source as the reference build
     unpacked it: a tree small enough to patch in a test."""
-    info = cache_dir() / "reference" / "BUILDINFO.json"
+    info = reference_dir() / "BUILDINFO.json"
     if not info.exists():
         pytest.skip("no reference build (ci/build-qemu) for Debian's QEMU source")
     tree = Path(json.loads(info.read_text())["tree"])
