@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci.bisect import load_steps
+from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.subprojects import NEEDED
 from ivflat.ci.workclone import WorkClone

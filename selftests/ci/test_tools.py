@@ -21,13 +21,14 @@ import pytest
 from ivflat.ci import fixes, wiring
 from ivflat.ci.bisect import step_command, unfinished
 from ivflat.ci.gitrepo import git_common_dir
-from ivflat.ci.proc import ABORT, InternalError
+from ivflat.ci.proc import InternalError
 from ivflat.ci.qemubuild import user_source
 from ivflat.ci.subprojects import NEEDED
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.trees import configure_stamp, origin_tree, subproject_donors
 from ivflat.ci.workclone import WorkClone
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.cli import Exit
+from ivflat.host.paths import REPO, cache_dir, reference_dir
 from ivflat.host.timeouts import scaled
 
 from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git
@@ -136,7 +137,7 @@ def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
     else:
         args = ["--step"]
     res = tool(str(script), *args, "--", "-k", "x", cwd=src)
-    assert res.returncode == ABORT, res.stderr
+    assert res.returncode == Exit.ABORT, res.stderr
     assert "aborting the bisect" in res.stderr, res.stderr
     if failure == "harness-not-importable":
         assert "No module named 'ivflat.ci'" in res.stderr, res.stderr
@@ -149,7 +150,7 @@ def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
         git(src, "bisect", "reset")
     assert run.returncode != 0, run.stdout
     assert "is the first bad commit" not in run.stdout, run.stdout
-    assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert f"exit code {Exit.ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
     # ci/bisect around such a run: the step died before it recorded anything, which is the
     # tools' failure (exit 3), never "bad input" (exit 2)
     with pytest.raises(InternalError, match="no step recorded why"):
@@ -163,7 +164,7 @@ def test_build_qemu_as_a_bisect_run_command_stops_on_no_verdict(tmp_path: Path) 
     (src / "configure").write_text("# three\n")
     git(src, "commit", "-q", "-a", "-m", "three")
     assert tool(str(BUILD_QEMU), "--rev", "HEAD").returncode == 2
-    assert tool(str(BUILD_QEMU), "--bisect-run", "--rev", "HEAD").returncode == ABORT
+    assert tool(str(BUILD_QEMU), "--bisect-run", "--rev", "HEAD").returncode == Exit.ABORT
     git(src, "bisect", "start", "HEAD", "HEAD~2")
     try:
         run = subprocess.run(["git", "-C", str(src), "bisect", "run", sys.executable,
@@ -173,7 +174,7 @@ def test_build_qemu_as_a_bisect_run_command_stops_on_no_verdict(tmp_path: Path) 
     finally:
         git(src, "bisect", "reset")
     assert "is the first bad commit" not in run.stdout, run.stdout
-    assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert f"exit code {Exit.ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("cmd", ["bisect", "validate-patch"])
@@ -246,7 +247,7 @@ def test_build_qemu_exports_a_dirty_tree_without_writing_to_it(cache: Path,
 def wiring_files(dest: Path) -> Path:
     """The files the wiring patch touches, from Debian's QEMU source as the reference build
     unpacked it: a tree small enough to patch in a test."""
-    info = cache_dir() / "reference" / "BUILDINFO.json"
+    info = reference_dir() / "BUILDINFO.json"
     if not info.exists():
         pytest.skip("no reference build (ci/build-qemu) for Debian's QEMU source")
     tree = Path(json.loads(info.read_text())["tree"])

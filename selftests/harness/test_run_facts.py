@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host import timeouts
 from ivflat.host.paths import REPO, cache_dir
-from ivflat.plugin.run_facts import DEVICE, UNKNOWN, binary_facts, suite_version
+from ivflat.plugin.run_facts import UNKNOWN, binary_facts, suite_version
 from ivflat.qemu.probe import probe
 from ivflat.qemu.under_test import buildinfo
 
@@ -57,7 +58,7 @@ def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: st
     assert props["wiring_patch"] == info["wiring"] and "ci/patches/wiring/" in info["wiring"]
     assert props["flavour"] == "default"
     assert props["qemu_source"] == info["source"]
-    assert props["device_source_sha256"] == info["sources"][DEVICE]
+    assert props["device_source_sha256"] == info["sources"][DEVICE_SOURCE]
     assert len(props["device_source_sha256"]) == 64
     assert props["known_bugs_fixed"] == (",".join(sorted(info["fixes"]["bugs"]))
                                          if "fixes" in build else "none")
