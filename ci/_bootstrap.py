@@ -3,7 +3,7 @@
 Imported first by every ci/ script (Python puts the script's own directory, ci/, on the
 path). Why not rely on ``pip install -e .`` alone: that records one checkout's path, so a
 script of a second clone (a worktree, CI's clone) would run another checkout's library.
-conftest.py does the same for pytest.
+pytest gets the same from ``pythonpath`` in pyproject.toml.
 """
 
 import sys

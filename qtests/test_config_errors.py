@@ -5,26 +5,28 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import board
-from ivflat.wirings import Semantics, semantics
+from ivflat.device import board
+from ivflat.device.wirings import Semantics, semantics
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
 @pytest.fixture
 def wiring(qemu_caps) -> Semantics:
-    """What this binary's wiring says (ours or the upstream series'): ivflat.wirings."""
+    """What this binary's wiring says (ours or the upstream series'): ivflat.device.wirings."""
     return semantics(qemu_caps.wiring)
 
 
 def test_no_chardev(launch_vm):
+    """Without a chardev the device has no server to take its id and memory from:
+    realize fails with a message that says so, not with a crash on the missing backend."""
     vm = launch_vm(None, wait_ready=False)
     vm.expect_error_exit("ivshmem server socket not specified")
 
 
 def test_server_socket_absent(launch_vm, short_tmp):
     """A chardev path with no server listening: the chardev layer refuses to start."""
-    from ivflat.machine import DeviceConfig
+    from ivflat.qemu.machine import DeviceConfig
 
     dev = DeviceConfig(server_socket=short_tmp / "nobody.sock")
     vm = launch_vm(None, device=dev, wait_ready=False)
@@ -32,6 +34,8 @@ def test_server_socket_absent(launch_vm, short_tmp):
 
 
 def test_size_mismatch_with_server(make_server, launch_vm):
+    """shmem-size is the window the guest sees: a server memory of another size cannot
+    back it as configured, so realize refuses it with the device's message."""
     server = make_server(shm_size=board.SHMEM_SIZE)
     vm = launch_vm(server, shmem_size=board.SHMEM_SIZE // 2, wait_ready=False)
     vm.expect_error_exit("shmem size different from device size")
@@ -39,6 +43,8 @@ def test_size_mismatch_with_server(make_server, launch_vm):
 
 @pytest.mark.parametrize("missing", ["iomem", "shmem"])
 def test_missing_address_property(ivshmem_server, launch_vm, wiring, missing):
+    """The device has no default place on the board: without x-bus-address-iomem or
+    -shmem realize refuses it, naming the missing property (in the wiring's words)."""
     vm = launch_vm(ivshmem_server, wait_ready=False, **{missing: None})
     vm.expect_error_exit(wiring.missing(missing))
 
@@ -67,6 +73,9 @@ def test_ambiguous_irq_path(ivshmem_server, launch_vm, wiring):
     ("shmem", 0x40100000, "overlaps 'lan9118-mmio'"),  # upstream's example address
 ])
 def test_overlapping_region(ivshmem_server, launch_vm, wiring, what, addr, needle):
+    """A region placed over one of the board's (UART, SRAM, the Ethernet MMIO) is
+    refused, naming the property and the region it overlaps, instead of silently
+    shadowing the board's device or being shadowed by it."""
     if wiring.refuses_overlap:
         pytest.skip(wiring.refuses_overlap)
     vm = launch_vm(ivshmem_server, wait_ready=False, **{what: addr})
@@ -84,7 +93,9 @@ def test_region_wrapping_the_address_space(ivshmem_server, launch_vm, wiring, wh
 
 
 def test_server_sends_no_shm_fd(make_server, launch_vm):
-    from ivflat.faults import Fault
+    """A greeting without the shared memory fd leaves the device nothing to map: QEMU
+    exits with the device's message, without a crash."""
+    from ivflat.servers.faults import Fault
 
     server = make_server(kind="python", fault=Fault.NO_SHM_FD)
     vm = launch_vm(server, wait_ready=False)

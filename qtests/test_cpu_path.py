@@ -1,4 +1,4 @@
-"""The CPU path itself (ivflat.access): that it observes truly, and where it must differ from
+"""The CPU path itself (ivflat.qemu.access): that it observes truly, and where it must differ from
 qtest.
 
 The register contracts run on both paths in test_registers.py and test_doorbell.py; here are
@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from ivflat import board
-from ivflat.access import FAULT_NAMES, PATHS
+from ivflat.device import board
+from ivflat.qemu.access import FAULT_NAMES, PATHS
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -13,11 +13,11 @@ import contextlib
 
 import pytest
 
-from ivflat.access import PATHS
-from ivflat.known_bugs import KnownBugCrash, known_bug
-from ivflat.peer import HostPeer
-from ivflat.qtest import QTestTimeout
-from ivflat.wirings import semantics
+from ivflat.device.known_bugs import KnownBugCrash, known_bug
+from ivflat.device.wirings import semantics
+from ivflat.protocol.qtest import QTestTimeout
+from ivflat.qemu.access import PATHS
+from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -42,7 +42,7 @@ def peer_and_dev(server4, launch_dev):
     """A host peer that connected first, and a device that knows all its vectors."""
     with HostPeer(server4.socket_path) as peer:
         dev = launch_dev(server4)
-        dev.vm.wait_vectors(peer.id, VECTORS)
+        dev.wait_vectors(peer.id, VECTORS)
         peer.wait_peer_vectors(dev.ivposition, VECTORS)
         yield peer, dev
 
@@ -104,8 +104,8 @@ def test_doorbell_halves_are_not_swapped(make_server, launch_dev):
     p1, p2 = HostPeer(server.socket_path), HostPeer(server.socket_path)
     try:
         dev = launch_dev(server)
-        dev.vm.wait_vectors(p2.id, 3)
-        dev.vm.wait_vectors(p1.id, 3)
+        dev.wait_vectors(p2.id, 3)
+        dev.wait_vectors(p1.id, 3)
         assert (p1.id, p2.id, dev.ivposition) == (1, 2, 5)
         dev.ring(2, 1)
         assert p2.wait_vector(1) == 1
@@ -125,10 +125,10 @@ def test_doorbell_to_unknown_peer_is_ignored(peer_and_dev):
     peer, dev = peer_and_dev
     mark = dev.mark()
     dev.ring(0x4242, 0)
-    dev.vm.wait_trace("ivshmem_flat_interrupt_invalid_peer", lambda t: t.ints == (0x4242,))
+    dev.wait_ring_to_nobody(0x4242)
     dev.settle()
     # the device's line only: on the CPU path UART0 RX (input 0) pulses per request byte
-    assert dev.vm.irq_events(dev.irq_line, since=mark) == []
+    assert dev.irq_events_since(mark) == []
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
     mark = dev.mark()
     dev.ring(dev.ivposition, 0)
@@ -152,8 +152,8 @@ def test_doorbell_vector_64_notifies_nobody(peer_and_dev, target):
     mark = dev.mark()
     dev.ring(target_id, 64)
     dev.settle()
-    assert dev.vm.is_running(), dev.vm.death_reason()
-    assert dev.vm.irq_events(since=mark) == []
+    assert dev.is_running(), dev.death_reason()
+    assert dev.irq_events_since(mark, every_line=True) == []
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
 
 
@@ -166,7 +166,7 @@ def test_doorbell_vector_far_out_of_range_is_safe(dev, qemu_caps):
     dev.ring(dev.ivposition, 0xFFFF)
     with contextlib.suppress(Exception):
         dev.settle()
-    assert not dev.vm.crashed(), dev.vm.death_reason()
+    assert not dev.crashed(), dev.death_reason()
 
 
 @both_paths
@@ -176,23 +176,23 @@ def test_doorbell_vector_the_peer_lacks_is_harmless(peer_and_dev):
     peer, dev = peer_and_dev
     dev.ring(peer.id, VECTORS + 3)
     dev.settle()
-    assert dev.vm.is_running()
+    assert dev.is_running()
     assert [v for v in range(VECTORS) if peer.pending(v)] == []
     dev.ring(peer.id, 0)
     assert peer.wait_vector(0) == 1
 
 
 def test_no_irq_path_means_no_irq_but_device_works(ivshmem_server, launch_dev, qemu_caps):
-    """Without x-irq-qompath QEMU warns (in its wiring's words: ivflat.wirings), IVPOSITION
+    """Without x-irq-qompath QEMU warns (in its wiring's words: ivflat.device.wirings), IVPOSITION
     and shm work, and a self-ring pulses nothing on any NVIC input."""
     warning = semantics(qemu_caps.wiring).no_irq_warning
     dev = launch_dev(ivshmem_server, irq_qompath=None)
-    vm = dev.vm
-    assert any(warning in ln for ln in vm.stderr_lines()), vm.stderr()
+    stderr = dev.stderr_since()
+    assert any(warning in ln for ln in stderr), stderr
     dev.shm_write(0, b"still works")
     assert ivshmem_server.read(0, 11) == b"still works"
     mark = dev.mark()
     dev.ring(dev.ivposition, 0)
-    vm.wait_trace("ivshmem_flat_irq_handler")
+    dev.wait_own_vector_fired()
     dev.settle()
-    assert vm.irq_events(since=mark) == []
+    assert dev.irq_events_since(mark, every_line=True) == []

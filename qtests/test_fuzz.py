@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
+from ivflat.device import known_bugs
 from ivflat.fuzz import SHRINK_ENV, FuzzConfig
 from ivflat.fuzz.campaign import run_batch
-from ivflat.known_bugs_plugin import expected_fixed
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -24,7 +23,8 @@ SEED = 20260213
 
 
 def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_caps, firmware_dir,
-                                                            short_tmp, pytestconfig):
+                                                            short_tmp, pytestconfig,
+                                                            known_bugs_fixed):
     """Fixed seed, derandomized: the same examples every run. A failure is shrunk and its
     artifacts (failure.txt with the minimal program, vm/reproduce.sh) are kept.
 
@@ -37,7 +37,6 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
     Examples run on a qtest VM or a CpuMachine (drawn), so the guest CPU's loads and
     stores are in the profile too. Verdicts come from unshrunk runs; only a failure is run
     again and shrunk ($IVSHMEM_FUZZ_SHRINK=0: not even that)."""
-    fixed = expected_fixed(pytestconfig, wired_qemu)[0]
     keep = Path(pytestconfig.getoption("artifacts_dir")).resolve() / "fuzz"
 
     series = frozenset(b.id for b in known_bugs.BUGS if b.fix)
@@ -51,10 +50,10 @@ def test_short_profile_finds_nothing_on_the_device_as_it_is(wired_qemu, qemu_cap
 
     # the verdict from unshrunk runs (shrinking takes minutes); then, for a real failure,
     # the same examples again, shrunk to a minimal program for the artifacts
-    failure = batch(fixed, shrink=False)
-    if failure is not None and not fixed and batch(series, False, "series") is None:
+    failure = batch(known_bugs_fixed, shrink=False)
+    if failure is not None and not known_bugs_fixed and batch(series, False, "series") is None:
         failure = None  # every bug of the fix series fixed
     if failure is not None and os.environ.get(SHRINK_ENV, "1") != "0":
-        failure = batch(fixed, shrink=True) or failure
+        failure = batch(known_bugs_fixed, shrink=True) or failure
     assert failure is None, (f"{failure.error}\n{failure.program}\n"
                              f"artifacts: {failure.artifacts}")

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from ivflat import board, mailbox
+from ivflat.device import board, mailbox
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.guest]
 
@@ -172,7 +172,7 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
     """Host peer -> echo firmware -> host peer: the reply is the request reversed, the
     guest rings the sender back, and sequence numbers match. Several sizes incl. 0 and max,
     and an oversize request gets an error status."""
-    from ivflat.peer import HostPeer
+    from ivflat.servers.peer import HostPeer
 
     g = launch_guest(ivshmem_server, "echo")
     gid = _boot_id(g, r"echo: id=(\d+) READY")
@@ -198,7 +198,7 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
 
 def test_two_firmware_guests_play_pingpong(ivshmem_server, launch_guest):
     """Two guests bounce a counter through shared memory N times, ringing each other."""
-    from ivflat.peer import HostPeer
+    from ivflat.servers.peer import HostPeer
 
     a = launch_guest(ivshmem_server, "pingpong", name="ping")
     b = launch_guest(ivshmem_server, "pingpong", name="pong")
@@ -226,7 +226,7 @@ def test_qtest_vm_and_firmware_vm_talk(ivshmem_server, launch_guest, launch_dev)
     gid = _boot_id(g, r"echo: id=(\d+) READY")
     dev = launch_dev(ivshmem_server, name="qtest-vm")
     qid = dev.ivposition
-    dev.vm.wait_vectors(gid, 1)
+    dev.wait_vectors(gid)
     g.wait_vectors(qid, 1)
     body, seq_word = mailbox.pack_request(7, qid, b"from qtest")
     dev.shm_write(mailbox.off("REQ_OFF") + 4, body)

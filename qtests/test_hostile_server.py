@@ -14,11 +14,11 @@ import re
 
 import pytest
 
-from ivflat import board
-from ivflat.faults import Fault
-from ivflat.known_bugs import KnownBugCrash, known_bug
-from ivflat.peer import readable
-from ivflat.wire import MAX_PEER_ID, encode
+from ivflat.device import board
+from ivflat.device.known_bugs import KnownBugCrash, known_bug
+from ivflat.protocol.ivshmem import MAX_PEER_ID, encode
+from ivflat.servers.faults import Fault
+from ivflat.servers.peer import readable
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -30,14 +30,15 @@ INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)
 REFUSED_RE = re.compile(r"(?i)(invalid|unexpected)\b.*\bmessage")
 
 
-def _fence(server, vm, own_id: int) -> None:
-    """Send a sentinel peer vector to the guest and wait until the device registered it."""
+def _fence(server, dev, own_id: int) -> None:
+    """Send a sentinel peer vector to the guest and wait until the device registered it
+    (*dev*: the driver, or the machine of a test that has no driver yet)."""
     efd = os.eventfd(0)
     try:
         server.send_raw(own_id, SENTINEL, fd=efd)  # the server sends a dup
     finally:
         os.close(efd)
-    vm.wait_vectors(SENTINEL, 1)
+    dev.wait_vectors(SENTINEL, 1)
 
 
 @pytest.mark.parametrize("fault,needle", [
@@ -49,6 +50,10 @@ def _fence(server, vm, own_id: int) -> None:
     (Fault.NON_SHM_FD, "shmem size different from device size"),
 ])
 def test_bad_shm_fd_is_a_clean_error(make_server, launch_vm, fault, needle):
+    """A greeting whose shared memory fd is missing, not in the shared memory message, of
+    another size than the device's or not memory at all leaves the device no RAM to map:
+    realize fails, and QEMU exits with status 1 naming the problem (*needle*), instead of
+    crashing or coming up with nothing behind the window."""
     server = make_server(kind="python", fault=fault)
     launch_vm(server, wait_ready=False).expect_error_exit(needle)
 
@@ -64,7 +69,7 @@ def test_wrong_protocol_version_is_refused(make_server, launch_vm):
 
 def _came_up(vm) -> bool:
     """Whether the machine came up (qtest answers), i.e. the device's realize succeeded."""
-    from ivflat.qtest import QTestDisconnected
+    from ivflat.protocol.qtest import QTestDisconnected
 
     try:
         vm.qtest.cmd("endianness")
@@ -75,6 +80,8 @@ def _came_up(vm) -> bool:
 
 @known_bug("eof-mid-greeting", raises=TimeoutError)
 def test_server_closing_mid_greeting_is_a_clean_error(make_server, launch_vm):
+    """A server that hangs up halfway through the greeting leaves realize nothing to wait
+    for: QEMU must exit with an error naming ivshmem, not wait for the rest forever."""
     server = make_server(kind="python", fault=Fault.CLOSE_MID_GREETING)
     vm = launch_vm(server, wait_ready=False)
     # a known hang: a shorter base bound, scaled all the same
@@ -86,9 +93,9 @@ def test_more_than_64_vectors_are_dropped(make_server, launch_dev):
     work."""
     server = make_server(kind="python", vectors=70)
     dev = launch_dev(server, vectors=board.MAX_VECTORS)
-    vm, own = dev.vm, dev.ivposition
-    vm.wait_trace("ivshmem_flat_add_vector_failure", lambda t: t.ints[-1] == own, count=6)
-    assert len(vm.traces("ivshmem_flat_add_vector_success")) == board.MAX_VECTORS
+    own = dev.ivposition
+    dev.wait_vectors_dropped(own, 6)
+    assert dev.vectors_of(own) == board.MAX_VECTORS
     mark = dev.mark()
     dev.ring(own, 0)
     dev.wait_pulses(1, since=mark)
@@ -100,33 +107,32 @@ def test_vectors_past_64_are_closed(make_server, launch_dev):
     message from the server)."""
     server = make_server(kind="python")
     dev = launch_dev(server)
-    vm, own = dev.vm, dev.ivposition
-    before = vm.open_fds()
+    own = dev.ivposition
+    before = dev.open_fds()
     for _ in range(board.MAX_VECTORS + 6):
         efd = os.eventfd(0)
         try:
             server.send_raw(own, SENTINEL, fd=efd)  # the server sends a dup
         finally:
             os.close(efd)
-    vm.wait_trace("ivshmem_flat_add_vector_failure", lambda t: t.ints[-1] == SENTINEL,
-                  count=6)
-    vm.wait_open_fds(before + board.MAX_VECTORS)
+    dev.wait_vectors_dropped(SENTINEL, 6)
+    dev.wait_open_fds(before + board.MAX_VECTORS)
 
 
 def test_disconnect_for_unknown_id_is_harmless(make_server, launch_dev):
     """A disconnect naming an id that never existed: QEMU survives and still works."""
     server = make_server(kind="python", fault=Fault.DISCONNECT_UNKNOWN_ID)
     dev = launch_dev(server, vectors=0)
-    _fence(server, dev.vm, dev.ivposition)
-    assert dev.vm.is_running()
-    dev.vm.wait_vectors(dev.ivposition, 1)
+    _fence(server, dev, dev.ivposition)
+    assert dev.is_running(), dev.death_reason()
+    dev.wait_vectors(dev.ivposition)
 
 
 @known_bug("disconnect-own-id", raises=KnownBugCrash)
 def test_disconnect_for_own_id_is_survived(make_server, launch_vm):
     """The bad disconnect arrives right after the greeting, so QEMU may die before it even
     answers qtest: the id is fixed and the outcome judged on the process, not on qtest."""
-    from ivflat.qtest import QTestError
+    from ivflat.protocol.qtest import QTestError
 
     server = make_server(kind="python", fault=Fault.DISCONNECT_OWN_ID, ids=[3])
     vm = launch_vm(server, wait_ready=False)
@@ -145,7 +151,7 @@ def test_truncated_message_is_buffered_not_fatal(make_server, launch_dev):
     mark = dev.mark()
     dev.ring(dev.ivposition, 0)
     dev.wait_pulses(1, since=mark)
-    assert dev.vm.is_running()
+    assert dev.is_running(), dev.death_reason()
 
 
 @pytest.mark.parametrize("cut", [1, 4, 7])
@@ -156,39 +162,40 @@ def test_half_message_is_acted_on_only_when_whole(make_server, launch_dev, cut):
     the peer has its vector and the ring reaches its eventfd exactly once."""
     server = make_server(kind="python")
     dev = launch_dev(server)
-    vm, own = dev.vm, dev.ivposition
-    before = vm.open_fds()
+    own = dev.ivposition
+    before = dev.open_fds()
     msg = encode(SENTINEL)
     efd = os.eventfd(0)
     try:
         server.send_bytes(own, msg[:cut], fd=efd)
-        vm.wait_open_fds(before + 1)  # the piece (and its fd) is in QEMU
+        dev.wait_open_fds(before + 1)  # the piece (and its fd) is in QEMU
         dev.ring(SENTINEL, 0)
-        vm.wait_trace("ivshmem_flat_interrupt_invalid_peer", lambda t: t.ints == (SENTINEL,))
+        dev.wait_ring_to_nobody(SENTINEL)
         # (not a read: QEMU's chardev makes a received fd blocking, for us too)
         assert not readable(efd, 0), "a half message made a peer the guest could ring"
         server.send_bytes(own, msg[cut:])
-        vm.wait_vectors(SENTINEL, 1)
+        dev.wait_vectors(SENTINEL)
         dev.ring(SENTINEL, 0)
         assert readable(efd, 0) and os.eventfd_read(efd) == 1
-        assert vm.open_fds() == before + 1  # the fd moved from the chardev to the device
+        assert dev.open_fds() == before + 1  # the fd moved from the chardev to the device
     finally:
         os.close(efd)
 
 
 # ---------------------------------------------------------------- message range
-# Rules MSG-RANGE, MSG-SHM-AGAIN, GREET-ID (ivflat.rules): ids are 0..65535; ivshmem-pci's
+# Rules MSG-RANGE, MSG-SHM-AGAIN, GREET-ID (ivflat.device.rules): ids are 0..65535; ivshmem-pci's
 # process_msg refuses anything outside -1..IVSHMEM_MAX_PEERS (0xffff) with an error and
 # closes its fd, and -1 after the greeting ("unexpected shared memory message") too.
 
 
-def _refused(vm, fds: int) -> None:
+def _refused(dev, fds: int, stderr_mark: int) -> None:
     """After a fence: the bad message left no fd behind (*fds*: what QEMU should hold), an
-    error names it, QEMU lives on."""
-    assert vm.open_fds() == fds, "the fd of a refused message was kept"
-    assert any(REFUSED_RE.search(ln) for ln in vm.stderr_lines()), \
-        f"no error reported for the refused message: {vm.stderr()[-500:]}"
-    assert vm.is_running()
+    error written since *stderr_mark* names it, QEMU lives on."""
+    assert dev.open_fds() == fds, "the fd of a refused message was kept"
+    errors = dev.stderr_since(stderr_mark)
+    assert any(REFUSED_RE.search(ln) for ln in errors), \
+        f"no error reported for the refused message: {errors[-5:]}"
+    assert dev.is_running(), dev.death_reason()
 
 
 @pytest.mark.parametrize("peer", [0, 0x7FFF, 0x8000, 0xFFFE, MAX_PEER_ID], ids=hex)
@@ -197,22 +204,21 @@ def test_ids_at_the_range_edges_are_peers(make_server, launch_dev, peer):
     its disconnect closes the fd, and no error is reported."""
     server = make_server(kind="python", ids=[OWN])
     dev = launch_dev(server)
-    vm = dev.vm
-    before = vm.open_fds()
+    before = dev.open_fds()
     efd = os.eventfd(0)
     try:
         server.send_raw(OWN, peer, fd=efd)
-        vm.wait_vectors(peer, 1)
+        dev.wait_vectors(peer)
         dev.ring(peer, 0)
         assert readable(efd, 0) and os.eventfd_read(efd) == 1
         server.send_raw(OWN, peer)
-        _fence(server, vm, OWN)
-        assert vm.open_fds() == before + 1, "the departed peer's fd is still held"
+        _fence(server, dev, OWN)
+        assert dev.open_fds() == before + 1, "the departed peer's fd is still held"
         dev.ring(peer, 0)
         assert not readable(efd, 0), "a departed peer was rung"
     finally:
         os.close(efd)
-    assert not any(REFUSED_RE.search(ln) for ln in vm.stderr_lines())
+    assert not any(REFUSED_RE.search(ln) for ln in dev.stderr_since())
 
 
 @pytest.mark.parametrize("own", [0, 0x8000, MAX_PEER_ID], ids=hex)
@@ -244,13 +250,12 @@ def test_out_of_range_vector_message_is_refused(make_server, launch_dev, value, 
     as is, the guest's own id or a peer that DOORBELL then rings)."""
     server = make_server(kind="python", ids=[OWN])
     dev = launch_dev(server)
-    vm = dev.vm
-    before = vm.open_fds()
+    before, errors = dev.open_fds(), dev.stderr_mark()
     efd = os.eventfd(0)
     try:
         server.send_raw(OWN, value, fd=efd)
-        _fence(server, vm, OWN)
-        _refused(vm, before + 1)  # the sentinel's fd only
+        _fence(server, dev, OWN)
+        _refused(dev, before + 1, errors)  # the sentinel's fd only
         dev.ring(alias, 0)
         assert not readable(efd, 0), f"DOORBELL to {alias:#x} rang the refused fd"
     finally:
@@ -267,17 +272,16 @@ def test_out_of_range_disconnect_is_refused(make_server, launch_dev, value, alia
     16 bits): that peer keeps its vector."""
     server = make_server(kind="python", ids=[OWN])
     dev = launch_dev(server)
-    vm = dev.vm
     efd = os.eventfd(0)
     try:
         server.send_raw(OWN, alias, fd=efd)
-        vm.wait_vectors(alias, 1)
-        before = vm.open_fds()
+        dev.wait_vectors(alias)
+        before, errors = dev.open_fds(), dev.stderr_mark()
         server.send_raw(OWN, value)
-        _fence(server, vm, OWN)
+        _fence(server, dev, OWN)
         dev.ring(alias, 0)
         assert readable(efd, 0), f"message {value:#x} disconnected peer {alias:#x}"
-        _refused(vm, before + 1)
+        _refused(dev, before + 1, errors)
     finally:
         os.close(efd)
 
@@ -289,16 +293,15 @@ def test_repeated_shm_message_is_never_written(make_server, launch_dev):
     0xffff writes 8 bytes into that memory. ivshmem-pci refuses it."""
     server = make_server(kind="python", ids=[OWN])
     dev = launch_dev(server)
-    vm = dev.vm
-    before = vm.open_fds()
+    before, errors = dev.open_fds(), dev.stderr_mark()
     mem = os.memfd_create("ivflat-shm-again", os.MFD_CLOEXEC)
     try:
         os.ftruncate(mem, board.SHMEM_SIZE)
         server.send_raw(OWN, -1, fd=mem)
-        _fence(server, vm, OWN)
+        _fence(server, dev, OWN)
         dev.ring(MAX_PEER_ID, 0)
         assert os.pread(mem, 8, 0) == bytes(8), "DOORBELL to peer 0xffff wrote into memory"
-        _refused(vm, before + 1)
+        _refused(dev, before + 1, errors)
     finally:
         os.close(mem)
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from ivflat import board
-from ivflat.peer import HostPeer
+from ivflat.device import board
+from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest, pytest.mark.interop]
 
@@ -19,6 +19,9 @@ def qemu_server(make_server):
 
 
 def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_dev):
+    """QEMU's own contrib/ivshmem-server is a server the device must work with: the id
+    it hands out is IVPOSITION, its memory is the shared RAM (checked at the end of the
+    window), and a ring of the guest's own vector pulses its IRQ."""
     dev = launch_dev(qemu_server)  # its own 2 vectors registered
     assert qemu_server.wait_peers(1) == [dev.ivposition]
     blob = os.urandom(4096)
@@ -30,9 +33,12 @@ def test_guest_on_qemu_server_ids_memory_and_self_doorbell(qemu_server, launch_d
 
 
 def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_dev):
+    """With QEMU's server in between, the guest and a host peer ring each other: the
+    guest's DOORBELL reaches exactly the peer's eventfd it names, and the peer's ring
+    pulses the guest's IRQ."""
     with HostPeer(qemu_server.socket_path) as peer:
         dev = launch_dev(qemu_server)
-        dev.vm.wait_vectors(peer.id, 2)
+        dev.wait_vectors(peer.id, 2)
         peer.wait_peer_vectors(dev.ivposition, 2)
         dev.ring(peer.id, 1)
         assert peer.wait_vector(1) == 1
@@ -46,8 +52,8 @@ def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_dev):
 def test_qemu_ivshmem_client_as_peer(make_server, launch_dev, qemu_binary, short_tmp, backend):
     """QEMU's interactive ivshmem-client: the guest rings it (it reports the notification),
     and `int <guest> 0` from its prompt pulses the guest's IRQ."""
-    from ivflat.paths import tool_beside
-    from ivflat.qemu_client import QemuIvshmemClient
+    from ivflat.host.paths import tool_beside
+    from ivflat.servers.qemu_client import QemuIvshmemClient
 
     binary = tool_beside(qemu_binary, "ivshmem-client")
     if binary is None:
@@ -57,7 +63,7 @@ def test_qemu_ivshmem_client_as_peer(make_server, launch_dev, qemu_binary, short
     client = QemuIvshmemClient(binary, server.socket_path, logdir=short_tmp)
     try:
         client.start()
-        dev.vm.wait_vectors(client.own_id, 1)
+        dev.wait_vectors(client.own_id)
         dev.ring(client.own_id, 0)
         client.expect_notification(vector=0)
         mark = dev.mark()

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import board
-from ivflat.machine import QMPError
+from ivflat.device import board
+from ivflat.qemu.machine import QMPChannelError
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
 
-def test_system_reset_keeps_id_memory_and_notifications(dev, ivshmem_server):
+def test_system_reset_keeps_id_memory_and_notifications(vm, dev, ivshmem_server):
     """The device has no reset handler: after system_reset its id, the shared RAM contents
     (host-owned memory) and doorbell->IRQ delivery are unchanged."""
-    vm = dev.vm
     own = dev.ivposition
     dev.shm_write(0, b"survives reset")
     vm.qmp("system_reset")
@@ -30,7 +29,7 @@ def test_device_del_is_refused_cleanly(vm, dev):
     """device_del on the sysbus device is refused (the main system bus does not hotplug)
     with an error naming the reason; QEMU and the device keep working."""
     own = dev.ivposition
-    with pytest.raises(QMPError, match=r"main-system-bus.* does not support hotplugging"):
+    with pytest.raises(QMPChannelError, match=r"main-system-bus.* does not support hotplugging"):
         vm.qmp("device_del", id="ivshmem0")
     assert vm.qom_get("/machine/peripheral/ivshmem0", "realized") is True
     assert dev.ivposition == own

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from ivflat import board, timeouts
+from ivflat.device import board
+from ivflat.host import timeouts
 
 DEV = "/machine/peripheral/ivshmem0"
 CORE_PROPS = {"chardev", "shmem-size"}
@@ -40,6 +41,9 @@ def test_device_list_properties_on_any_binary(qemu_binary, qemu_caps):
 
 
 def test_qom_list_properties_on_any_binary(qemu_binary, qemu_caps):
+    """qom-list-properties types the core properties as the device defines them
+    (chardev a string, shmem-size a uint32) on every binary that has the type, wired
+    or not: management tools read them from there."""
     if not qemu_caps.has_device_type:
         pytest.skip(qemu_caps.device_skip_reason)
     (reply,) = _qmp_none(qemu_binary, {"execute": "qom-list-properties",
@@ -52,6 +56,8 @@ def test_qom_list_properties_on_any_binary(qemu_binary, qemu_caps):
 @pytest.mark.needs_device
 @pytest.mark.needs_qtest
 def test_property_values_read_back(make_server, launch_vm):
+    """Every property of a running device reads back (qom-get) as given on its
+    command line: what QMP shows is what the device was configured with."""
     size = 1024 * 1024
     vm = launch_vm(make_server(shm_size=size), shmem_size=size)
     assert vm.qom_get(DEV, "shmem-size") == size
@@ -65,9 +71,9 @@ def test_property_values_read_back(make_server, launch_vm):
 @pytest.mark.needs_qtest
 def test_realized_properties_are_read_only(vm):
     """Setting a property of a realized device is refused with a QMP error."""
-    from ivflat.machine import QMPError
+    from ivflat.qemu.machine import QMPChannelError
 
-    with pytest.raises(QMPError, match="after it was realized"):
+    with pytest.raises(QMPChannelError, match="after it was realized"):
         vm.qom_set(DEV, "shmem-size", 4096)
     assert vm.qom_get(DEV, "shmem-size") == board.SHMEM_SIZE
 
@@ -75,6 +81,8 @@ def test_realized_properties_are_read_only(vm):
 @pytest.mark.needs_device
 @pytest.mark.needs_qtest
 def test_qom_list_shows_device_and_regions(vm):
+    """The device is in the QOM tree where -device id= puts it, of its type, realized,
+    and lists its properties."""
     names = {p["name"] for p in vm.qom_list(DEV)}
     assert {"chardev", "shmem-size", "realized"} <= names
     assert vm.qom_get(DEV, "realized") is True
@@ -84,6 +92,7 @@ def test_qom_list_shows_device_and_regions(vm):
 @pytest.mark.needs_device
 @pytest.mark.needs_qtest
 def test_info_qtree_lists_device_on_sysbus(vm):
+    """info qtree shows the device on the system bus under its id, with its chardev."""
     qtree = vm.hmp("info qtree")
     assert f'dev: {board.DEVICE_TYPE}, id "ivshmem0"' in qtree
     assert "chardev = \"ivshmem0-chr\"" in qtree

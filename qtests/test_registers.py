@@ -1,7 +1,7 @@
 """Register block: IVPOSITION, the reserved INTMASK/INTSTATUS, write-only DOORBELL, and
 what narrower or unaligned accesses do (documented here as found in 10.0.x).
 
-Every access contract runs on both paths (``access_path``, ivflat.access): qtest
+Every access contract runs on both paths (``access_path``, ivflat.qemu.access): qtest
 (address_space_rw) and the guest CPU (TCG's MMIO path, through the access server firmware),
 because the two split unaligned accesses differently and only the second is what a guest
 does. A test that must differ between them says so (qtests/test_cpu_path.py).
@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from ivflat import board
-from ivflat.access import PATHS
-from ivflat.known_bugs import known_bug
+from ivflat.device import board
+from ivflat.device.known_bugs import known_bug
+from ivflat.qemu.access import PATHS
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 both_paths = pytest.mark.parametrize("access_path", PATHS)
@@ -51,6 +51,8 @@ def test_reserved_registers_read_zero_and_ignore_writes(dev, reg):
 
 @both_paths
 def test_ivposition_ignores_writes(dev):
+    """IVPOSITION is read-only: the id is the server's to hand out, so a guest's write
+    leaves the id it reads unchanged."""
     before = dev.ivposition
     dev.set_reg(board.IVPOSITION, before ^ 0xFFFF)
     assert dev.ivposition == before
@@ -62,7 +64,7 @@ def test_doorbell_reads_zero(dev):
     assert dev.reg(board.DOORBELL) == 0
     dev.ring(dev.ivposition, 0)
     assert dev.reg(board.DOORBELL) == 0
-    dev.vm.wait_trace("ivshmem_flat_read_mmr_doorbell", count=2)
+    dev.wait_doorbell_reads(2)  # both reads reached the device: the zeros are its own
 
 
 def test_register_block_is_16_bytes_at_iomem(vm):
@@ -76,16 +78,17 @@ def test_register_block_is_16_bytes_at_iomem(vm):
 def test_access_past_block_does_not_reach_device(dev):
     """The word after the block belongs to the board's background region: reads 0, takes a
     write without a fault (the unimplemented-device background takes any access), and the
-    device sees neither (no ivshmem_flat_read_mmr/write_mmr trace for it)."""
+    device sees neither (no register read or write reaches it at that offset)."""
     past = board.IOMEM_ADDR + board.REG_BLOCK_SIZE
+    mark = dev.trace_mark()
     assert dev.io.readl(past) == 0
     dev.io.writel(past, 0xFFFFFFFF)
     assert dev.io.readl(past) == 0
     dev.reg(board.INTMASK)  # an access that does reach it: proves the trace is live
     dev.settle()
-    offsets = [t.ints[0] for t in dev.vm.traces("ivshmem_flat_read_mmr")]
+    offsets = dev.reads_since(mark)
     assert board.REG_BLOCK_SIZE not in offsets and offsets, offsets
-    assert dev.vm.traces("ivshmem_flat_write_mmr") == []
+    assert dev.writes_since(mark) == []
 
 
 def _dev_with_id(make_server, launch_dev, peer_id: int = 0x1234):
@@ -127,7 +130,7 @@ def _register_bytes(peer_id: int) -> bytes:
 def test_reads_return_the_bytes_they_cover(make_server, launch_dev):
     """Every read of 1, 2 and 4 bytes at every offset of the block and the word past it,
     aligned or not, returns the bytes it covers, or is refused whole: on the CPU a fault,
-    on qtest (which has no fault to show) a 0 with no ivshmem_flat_read_mmr at all.
+    on qtest (which has no fault to show) a 0 that no register read reached.
 
     The paths split an unaligned read differently (a word at IVPOSITION-1: qtest a byte at 7,
     a halfword at 8, a byte at 10; TCG four bytes, 7 to 10), so with the narrow-read bug
@@ -138,14 +141,13 @@ def test_reads_return_the_bytes_they_cover(make_server, launch_dev):
     wrong = []
     for size in (1, 2, 4):
         for off in range(len(expected) - size + 1):
-            dev.sync_traces()
-            mark = len(dev.vm.traces("ivshmem_flat_read_mmr"))
+            mark = dev.trace_mark()
             out = dev.io.access("r", size, board.IOMEM_ADDR + off)
             want = int.from_bytes(expected[off:off + size], "little")
             if out.fault is None and out.value == want:
                 continue
             dev.settle()
-            reached = dev.vm.traces("ivshmem_flat_read_mmr")[mark:]
+            reached = dev.reads_since(mark)
             refused = not reached and (out.fault is not None or dev.io.name == "qtest")
             if not (refused and out.value == 0):
                 wrong.append(f"{size}@{off:#x}: {out} want {want:#x}")
@@ -164,14 +166,12 @@ def test_narrow_write_to_doorbell_does_not_ring(dev):
     value and rings peer 0 with that vector (ivshmem-pci does that too): three rings. The
     design and why: ci/patches/fixes/0006."""
     base = board.IOMEM_ADDR + board.DOORBELL
-    dev.sync_traces()
-    mark = len(dev.vm.traces("ivshmem_flat_interrupt_peer"))
+    mark = dev.trace_mark()
     dev.io.writew(base, 0x0000)
     dev.io.writeb(base, 0x00)
     dev.io.writel(base, board.doorbell_value(0, 0))
     dev.settle()
-    rings = [t.ints[:2] for t in dev.vm.traces("ivshmem_flat_interrupt_peer")[mark:]]
-    assert rings == [(0, 0)]
+    assert dev.rings_since(mark) == [(0, 0)]
 
 
 @both_paths
@@ -187,8 +187,7 @@ def test_unaligned_word_write_does_not_ring(dev):
     only on a whole 32-bit write, so no piece rings on either path. (Its v1 set
     .impl.unaligned, which made qtest hand the access over whole, to be refused, but TCG
     splits before the memory core sees it: the CPU path kept ringing.)"""
-    dev.sync_traces()
-    mark = len(dev.vm.traces("ivshmem_flat_interrupt_peer"))
+    mark = dev.trace_mark()
     dev.io.access("w", 4, board.IOMEM_ADDR + board.DOORBELL - 1, 0x00001200)
     dev.settle()
-    assert dev.vm.traces("ivshmem_flat_interrupt_peer")[mark:] == []
+    assert dev.rings_since(mark) == []

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from ivflat import board
+from ivflat.device import board
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -21,6 +21,9 @@ def _offsets(size: int) -> list[int]:
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s // 1024}KiB")
 def test_host_and_guest_see_each_others_writes(make_server, launch_dev, size):
+    """For several sizes, at the start, the middle (unaligned) and the end of the window,
+    a host write is what the guest reads and a guest write what the host reads: the
+    window maps the server's memory itself, not a copy, over its whole size."""
     server = make_server(shm_size=size)
     dev = launch_dev(server, shmem_size=size)
     for off in _offsets(size):
@@ -34,10 +37,10 @@ def test_host_and_guest_see_each_others_writes(make_server, launch_dev, size):
 
 def test_word_accesses_hit_shared_memory(dev, ivshmem_server):
     """readl/writel (not only bulk) go to the same RAM, little-endian."""
-    dev.vm.writel(board.SHMEM_ADDR + 8, 0x11223344)
+    dev.shm_writel(8, 0x11223344)
     assert ivshmem_server.read(8, 4) == bytes.fromhex("44332211")
     ivshmem_server.write(12, bytes.fromhex("efbeadde"))
-    assert dev.vm.readl(board.SHMEM_ADDR + 12) == 0xDEADBEEF
+    assert dev.shm_readl(12) == 0xDEADBEEF
 
 
 def test_bulk_one_mebibyte_round_trip(dev, ivshmem_server):
@@ -49,7 +52,8 @@ def test_bulk_one_mebibyte_round_trip(dev, ivshmem_server):
 
 
 def test_memset_fills_shared_memory(dev, ivshmem_server):
-    dev.vm.memset(board.SHMEM_ADDR + 100, 50, 0x5A)
+    """qtest's memset lands in the shared RAM: the host sees every byte it filled."""
+    dev.shm_fill(100, 50, 0x5A)
     assert ivshmem_server.read(100, 50) == b"\x5a" * 50
 
 
@@ -70,6 +74,8 @@ def test_shmem_at_another_address(ivshmem_server, launch_vm):
 
 
 def test_memory_is_shared_between_two_guests(ivshmem_server, launch_dev):
+    """Two guests on one server map the same memory: each reads what the other wrote,
+    at both ends of the window."""
     a, b = launch_dev(ivshmem_server), launch_dev(ivshmem_server)
     a.shm_write(0x100, b"from a")
     assert b.shm_read(0x100, 6) == b"from a"

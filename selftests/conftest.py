@@ -10,7 +10,7 @@ self-tests give this process the harness's Ctrl-C handler (a caught handler, whi
 resets to SIG_DFL in every child) for the whole run. The same for SIGTERM and SIGHUP, which
 other self-tests send (a CI cancel, a closed terminal): under `nohup` SIGHUP comes in
 ignored, the harness then rightly leaves it ignored, and an inner run would never see the
-test's SIGHUP; here they get a caught handler that does nothing (reaper.ignore_caught), so
+test's SIGHUP; here they get a caught handler that does nothing (signals.ignore_caught), so
 this run still ignores them while its children start with the default.
 """
 
@@ -22,9 +22,9 @@ import tomllib
 
 import pytest
 
-from ivflat import reaper
-from ivflat.paths import REPO, cache_dir
-from ivflat.under_test import QEMU_ENV
+from ivflat.host import signals
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.qemu.under_test import QEMU_ENV
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
 # Self-tests that must run one at a time (those taking the synthetic history's lock,
@@ -60,10 +60,10 @@ def children_take_signals() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, reaper.interrupt_once)
+        signal.signal(signal.SIGINT, signals.interrupt_once)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_IGN:
-            signal.signal(sig, reaper.ignore_caught)
+            signal.signal(sig, signals.ignore_caught)
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def plugin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                      f"timeout = {opts['timeout']}\n"
                      "markers =\n" + "".join(f"    {m}\n" for m in opts["markers"]))
     pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(REPO / 'fixtures')!r})\n"
-                          "pytest_plugins = ('ivflat.plugin',)\n")
+                          "pytest_plugins = ('ivflat.plugin.options',)\n")
     monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(SUITE_CACHE))
     for var in (*QEMU_ENV, "PYTEST_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)

@@ -3,7 +3,7 @@
 #define IVSHMEM_H
 
 #include <stdint.h>
-#include "ivflat_board.h"   /* generated into the build dir from fixtures/ivflat/board.py */
+#include "ivflat_board.h"   /* generated into the build dir from fixtures/ivflat/device/board.py */
 
 #define SHM(off) ((volatile void *)(IVSHMEM_SHMEM_ADDR + (off)))
 

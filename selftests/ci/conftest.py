@@ -10,7 +10,7 @@ Like a real QEMU checkout, the history does not carry the meson subprojects in g
 first commit drops them from the index (``DROPPED``), and they stay in the repository's
 work tree as meson leaves them after downloading them (ignored by
 ``subprojects/.gitignore``). So the tools' private clones and ``git archive`` exports have
-none, and every build must take them from the user's tree (``ivflat.subprojects``).
+none, and every build must take them from the user's tree (``ivflat.ci.subprojects``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
-from ivflat.ci.proc import UserError
 from ivflat.ci.workclone import WorkClone, debian_base_repo
-from ivflat.paths import cache_dir
+from ivflat.errors import UserError
+from ivflat.host.paths import cache_dir
 
 from .tools import History, git
 

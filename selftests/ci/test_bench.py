@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from ivflat.paths import REPO, reference_tool
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO, reference_tool
+from ivflat.host.timeouts import scaled
 
 
 def test_one_table_with_qemu_beside_the_harness() -> None:

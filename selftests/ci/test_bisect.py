@@ -34,12 +34,12 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci.bisect import load_steps
+from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir
+from ivflat.ci.subprojects import NEEDED
 from ivflat.ci.workclone import WorkClone
-from ivflat.paths import REPO as ROOT
-from ivflat.subprojects import NEEDED
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO as ROOT
+from ivflat.host.timeouts import scaled
 
 from .tools import (
     BISECT,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
 from ivflat.ci import bugreports
-from ivflat.paths import cache_dir
-from ivflat.timeouts import ASAN_SCALE, scaled
+from ivflat.device import known_bugs
+from ivflat.host.paths import cache_dir
+from ivflat.host.timeouts import ASAN_SCALE, scaled
 
 SECONDS = scaled(3.0)  # how long QEMU runs in a reproducer (a hang is judged at its end)
 

@@ -18,8 +18,8 @@ import pytest
 
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.workclone import WorkClone
-from ivflat.paths import cache_dir
-from ivflat.timeouts import scaled
+from ivflat.host.paths import cache_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import (
     BISECT,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci.qemubuild import tools_marker
-from ivflat.timeouts import scaled
+from ivflat.host.timeouts import scaled
 
 from .tools import BUILD_QEMU, fake_qemu_repo, prebuilt_qemu_repo
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import reaper
 from ivflat.ci.publish import publish, versions
-from ivflat.paths import REPO, scratch_dirs
-from ivflat.timeouts import scaled
+from ivflat.host import reaper
+from ivflat.host.paths import REPO, scratch_dirs
+from ivflat.host.timeouts import scaled
 
 PRELUDE = f"import sys\nsys.path.insert(0, {str(REPO / 'fixtures')!r})\n"
 
@@ -79,7 +79,7 @@ def test_what_a_sigkill_leaves_is_swept_only_once_its_owner_is_dead(tmp_path: Pa
     (cache / "probe-cache.json").mkdir()
     subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent("""
         from pathlib import Path
-        from ivflat import probe
+        from ivflat.qemu import probe
         probe._store(probe.cache_dir() / "probe-cache.json", "k", probe.Capabilities(
             binary="x", version="x", has_device_type=False, user_creatable=False,
             wired=False, qtest_accel=False, properties=()))

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import coverage
-from ivflat.paths import REPO, cache_dir
-from ivflat.timeouts import scaled
+from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host.paths import REPO, reference_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, run_tool
 
@@ -59,13 +60,13 @@ def gcov_build(tmp_path: Path) -> Path:
     `else` arm and never() are never run, `if (n > 0)` is taken one way only."""
     if shutil.which("gcc") is None or shutil.which(coverage.GCOVR) is None:
         pytest.skip("needs gcc and gcovr (ci/install-deps)")
-    src = tmp_path / "tree" / coverage.DEVICE
+    src = tmp_path / "tree" / DEVICE_SOURCE
     src.parent.mkdir(parents=True)
     src.write_text(PROGRAM)
     bdir = tmp_path / "tree" / "build-coverage"
     (bdir / "libcommon.a.p").mkdir(parents=True)
     obj = "libcommon.a.p/hw_misc_ivshmem-flat.c.o"
-    for cmd in (["gcc", "--coverage", "-O0", "-c", f"../{coverage.DEVICE}", "-o", obj],
+    for cmd in (["gcc", "--coverage", "-O0", "-c", f"../{DEVICE_SOURCE}", "-o", obj],
                 ["gcc", "--coverage", obj, "-o", "qemu-system-arm"], ["./qemu-system-arm", "1"]):
         subprocess.run(cmd, cwd=bdir, check=True)
     return bdir
@@ -86,7 +87,7 @@ def test_lines_branches_and_html_from_real_counters(gcov_build: Path, tmp_path: 
     assert cov.branches == (1, 2) and cov.functions == (1, 2)
     assert cov.lines[1] - cov.lines[0] == len(cov.never_lines)
     text = res.stdout
-    assert f"{coverage.DEVICE}: lines {coverage.percent(cov.lines)}, branches 1/2 (50.0%), " \
+    assert f"{DEVICE_SOURCE}: lines {coverage.percent(cov.lines)}, branches 1/2 (50.0%), " \
            "functions 1/2 (50.0%)" in text
     assert f"{never_line:5d}: n = never();" in text
     assert f"{if_line:5d}: 1 of 2 never taken: if (n > 0) {{" in text
@@ -113,7 +114,7 @@ def test_nothing_to_report_is_said(gcov_build: Path, tmp_path: Path) -> None:
 def test_coverage_html_on_the_reference_coverage_build(tmp_path: Path) -> None:
     """ci/coverage --html on `<cache>/reference-coverage` with -k test_ivposition: the
     suite passes, the device's lines and branches are counted, gcovr's pages written."""
-    if not (cache_dir() / "reference-coverage" / "BUILDINFO.json").exists():
+    if not (reference_dir("coverage") / "BUILDINFO.json").exists():
         pytest.skip("no coverage build (ci/build-qemu --coverage)")
     if shutil.which(coverage.GCOVR) is None:
         pytest.skip("no gcovr (ci/install-deps)")

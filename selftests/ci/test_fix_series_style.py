@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import fixes
-from ivflat.paths import cache_dir
+from ivflat.host.paths import cache_dir
 
 from .tools import git, scaled
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
 from ivflat.ci import fixes
 from ivflat.ci.wiring import Skip
-from ivflat.known_bugs_plugin import fixed_in_build
-from ivflat.paths import REPO, cache_dir
+from ivflat.device import known_bugs
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.qemu.under_test import fixed_in_build
 
 from .tools import git, scaled
 

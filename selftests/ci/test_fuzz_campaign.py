@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ivflat import timeouts
-from ivflat.paths import REPO
-from ivflat.reaper import pdeathsig_prefix
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO
+from ivflat.host.reaper import pdeathsig_prefix
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

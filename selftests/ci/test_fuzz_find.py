@@ -7,9 +7,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from ivflat.device.model import AS_IS, FIXED
 from ivflat.fuzz import FuzzConfig
 from ivflat.fuzz.campaign import Failure, Stats, moved_on
-from ivflat.model import AS_IS, FIXED
 
 
 def _failure(diverged: list[str], at: float) -> Failure:

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ivflat.ci.proc import UserError
 from ivflat.ci.workclone import debian_base_repo
-from ivflat.paths import REPO, cache_dir
-from ivflat.timeouts import scaled
+from ivflat.errors import UserError
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, git, run_tool
 

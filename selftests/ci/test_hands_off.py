@@ -22,8 +22,9 @@ from ivflat.ci import wiring
 from ivflat.ci.qemubuild import OWNED, TOOLS_REQS
 from ivflat.ci.suite import new_run_dir
 from ivflat.ci.wiring import sha
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 from .tools import BUILD_QEMU, fake_qemu_repo, git, run_tool
 
@@ -41,7 +42,7 @@ def wired_checkout(path: Path, cache: Path) -> Path:
     carries the wiring already, configure is a script that fails (exit 125: nothing is
     built) and the tools venv counts as made (nothing is installed)."""
     fake_qemu_repo(path, device=True)
-    (path / wiring.DEVICE).write_text(f'/* {wiring.WIRING_MARK} */\n')
+    (path / DEVICE_SOURCE).write_text(f'/* {wiring.WIRING_MARK} */\n')
     (path / "configure").write_text("#!/bin/sh\nexit 1\n")
     (path / "configure").chmod(0o755)
     git(path, "commit", "-q", "-a", "-m", "wired")
@@ -89,7 +90,7 @@ def test_in_place_restores_only_files_still_as_it_wrote_them(tmp_path: Path) -> 
     saved meanwhile (the developer's edit) keeps their content, and their own *.orig is
     never deleted."""
     tree = tmp_path / "tree"
-    board, dev = "hw/arm/mps2.c", wiring.DEVICE
+    board, dev = "hw/arm/mps2.c", DEVICE_SOURCE
     for rel, text in ((board, "board\n"), (dev, "device\n"), (f"{board}.orig", "theirs\n")):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text(text)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci.mutants import MUTANTS
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 CI = REPO / "ci"
 COMMANDS = sorted(p.name for p in CI.iterdir()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci.proc import UserError
 from ivflat.ci.series import branch_for, from_msgid, read_series
-from ivflat.timeouts import scaled
+from ivflat.errors import UserError
+from ivflat.host.timeouts import scaled
 
 from .test_validate_report import _repo
 from .tools import VALIDATE, fake_qemu_repo, git, repo_state

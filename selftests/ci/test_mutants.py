@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import mutants, provenance, qemubuild
+from ivflat.ci import devsource, provenance, qemubuild
 from ivflat.ci.wiring import Skip
 from ivflat.ci.workclone import debian_base_repo
-from ivflat.paths import REPO, cache_dir, reference_tool
-from ivflat.timeouts import scaled
+from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host.paths import REPO, cache_dir, reference_dir, reference_tool
+from ivflat.host.timeouts import scaled
 
 from .conftest import HISTORY_GROUP, selftest_lock
 from .tools import BUILD_QEMU, TOOL_TIMEOUT, Events, run_tool, started_tool
@@ -30,7 +31,7 @@ ORIGINAL = "static int f(void)\n{\n    return 1;\n}\n"
 
 
 def _tree(tmp_path: Path) -> Path:
-    src = tmp_path / "tree" / mutants.DEVICE
+    src = tmp_path / "tree" / DEVICE_SOURCE
     src.parent.mkdir(parents=True)
     src.write_text(ORIGINAL)
     bdir = tmp_path / "tree" / "build-default"
@@ -40,16 +41,16 @@ def _tree(tmp_path: Path) -> Path:
 
 def test_mutated_restores_on_exit_and_error(tmp_path: Path) -> None:
     bdir = _tree(tmp_path)
-    src = mutants.device_source(bdir)
-    with mutants.mutated(bdir, "return 1;", "return 2;"):
+    src = devsource.device_source(bdir)
+    with devsource.mutated(bdir, "return 1;", "return 2;"):
         assert "return 2;" in src.read_text()
     assert src.read_text() == ORIGINAL
     try:
-        with mutants.mutated(bdir, "return 1;", "return 3;"):
+        with devsource.mutated(bdir, "return 1;", "return 3;"):
             raise RuntimeError("boom")
     except RuntimeError:
         pass
-    assert src.read_text() == ORIGINAL and not mutants.restore_leftover(bdir)
+    assert src.read_text() == ORIGINAL and not devsource.restore_leftover(bdir)
 
 
 def test_sigkilled_mutation_is_repaired_by_the_next_run(tmp_path: Path) -> None:
@@ -61,8 +62,8 @@ def test_sigkilled_mutation_is_repaired_by_the_next_run(tmp_path: Path) -> None:
         import sys
         sys.path.insert(0, {str(REPO / "fixtures")!r})
         from pathlib import Path
-        from ivflat.ci import mutants
-        with mutants.mutated(Path({str(bdir)!r}), "return 1;", "return 2;"):
+        from ivflat.ci import devsource
+        with devsource.mutated(Path({str(bdir)!r}), "return 1;", "return 2;"):
             print("mutated", flush=True)
             sys.stdin.read()  # until killed
         """)
@@ -82,10 +83,10 @@ def test_sigkilled_mutation_is_repaired_by_the_next_run(tmp_path: Path) -> None:
         for pipe in (child.stdin, child.stdout):
             if pipe is not None:
                 pipe.close()
-    src = mutants.device_source(bdir)
+    src = devsource.device_source(bdir)
     assert "return 2;" in src.read_text()  # what a SIGKILL leaves
-    assert mutants.restore_leftover(bdir)
-    assert src.read_text() == ORIGINAL and not mutants.restore_leftover(bdir)
+    assert devsource.restore_leftover(bdir)
+    assert src.read_text() == ORIGINAL and not devsource.restore_leftover(bdir)
 
 
 def test_mutation_run_waits_for_a_build_of_the_tree(tmp_path: Path) -> None:
@@ -120,8 +121,8 @@ def test_mutation_run_waits_for_a_build_of_the_tree(tmp_path: Path) -> None:
                              text=True, timeout=scaled(60))
         assert res.returncode != 0 and "still in use by another run" in res.stderr, \
             res.stderr[-2000:]
-        assert mutants.device_source(bdir).read_text() == ORIGINAL
-        assert not mutants.restore_leftover(bdir)
+        assert devsource.device_source(bdir).read_text() == ORIGINAL
+        assert not devsource.restore_leftover(bdir)
     finally:
         assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
@@ -133,14 +134,14 @@ def test_mutation_run_waits_for_a_build_of_the_tree(tmp_path: Path) -> None:
 
 PROGRAM = "int main(void)\n{\n    return 1;\n}\n"
 BUILD_NINJA = ("rule cc\n  command = cc $in -o $out\n"
-               f"build qemu-system-arm: cc ../{mutants.DEVICE}\n")
+               f"build qemu-system-arm: cc ../{DEVICE_SOURCE}\n")
 
 
 def _ninja_tree(tmp_path: Path) -> Path:
     """A tree whose build dir compiles the "device source" into ``qemu-system-arm`` with
     real ninja: the binary's exit status says which source it was compiled from."""
     bdir = _tree(tmp_path)
-    mutants.device_source(bdir).write_text(PROGRAM)
+    devsource.device_source(bdir).write_text(PROGRAM)
     (bdir / "build.ninja").write_text(BUILD_NINJA)
     return bdir
 
@@ -156,10 +157,10 @@ def _killed_with_mutant_compiled(bdir: Path) -> None:
         import sys
         sys.path.insert(0, {str(REPO / "fixtures")!r})
         from pathlib import Path
-        from ivflat.ci import mutants
+        from ivflat.ci import devsource
         bdir = Path({str(bdir)!r})
-        with mutants.mutated(bdir, "return 1;", "return 2;"):
-            mutants.ninja(bdir)
+        with devsource.mutated(bdir, "return 1;", "return 2;"):
+            devsource.ninja(bdir)
             print("built", flush=True)
             sys.stdin.read()  # until killed
         """)
@@ -181,7 +182,7 @@ def test_a_restored_source_is_recompiled_by_ninja(tmp_path: Path) -> None:
     ninja recompiles it (the rename kept its older mtime, and ninja kept the mutant)."""
     bdir = _ninja_tree(tmp_path)
     _killed_with_mutant_compiled(bdir)
-    assert mutants.restore_leftover(bdir)
+    assert devsource.restore_leftover(bdir)
     subprocess.run(["ninja", "-C", str(bdir)], check=True, capture_output=True)
     assert _compiled_from(bdir) == 1
 
@@ -193,10 +194,10 @@ def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,
     records the source it compiled; a published build of the mutant is stale."""
     monkeypatch.setenv("CCACHE_DISABLE", "1")
     bdir = _ninja_tree(tmp_path)
-    src = mutants.device_source(bdir)
+    src = devsource.device_source(bdir)
     _killed_with_mutant_compiled(bdir)
     assert provenance.recorded(bdir) == provenance.digests(bdir.parent)  # the mutant's
-    src.with_name(src.name + mutants.ORIG_SUFFIX).replace(src)  # old mtime, no utime
+    src.with_name(src.name + devsource.ORIG_SUFFIX).replace(src)  # old mtime, no utime
     assert provenance.recorded(bdir) != provenance.digests(bdir.parent)
     out = tmp_path / "out"
     out.mkdir()
@@ -205,10 +206,10 @@ def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,
     (out / "BUILDINFO.json").write_text(json.dumps(
         {"sources": provenance.digests(bdir.parent)}))
     assert "no record of a finished compile" in str(qemubuild._stale(out, bdir))
-    mutants.ninja(bdir)
+    devsource.ninja(bdir)
     assert _compiled_from(bdir) == 1
     assert provenance.recorded(bdir) == provenance.digests(bdir.parent)
-    assert provenance.recorded(bdir)[mutants.DEVICE] == hashlib.sha256(
+    assert provenance.recorded(bdir)[DEVICE_SOURCE] == hashlib.sha256(
         PROGRAM.encode()).hexdigest()
     assert qemubuild._stale(out, bdir) is None
     src.write_text(PROGRAM.replace("1;", "3;"))  # the tree no longer holds that source
@@ -228,18 +229,18 @@ def test_no_copy_is_taken_of_a_mutated_tree(tmp_path: Path,
     ref.mkdir(parents=True)
     (ref / "BUILDINFO.json").write_text(json.dumps(
         {"tree": str(tree), "sources": provenance.digests(tree)}))
-    src = mutants.device_source(bdir)
+    src = devsource.device_source(bdir)
     for copy in ("fixes", "debian-git"):
-        src.with_name(src.name + mutants.ORIG_SUFFIX).write_text(ORIGINAL)
+        src.with_name(src.name + devsource.ORIG_SUFFIX).write_text(ORIGINAL)
         src.write_text(ORIGINAL.replace("return 1;", "return 2;"))
         if copy == "fixes":  # no series applies to this tree: it is left, not copied
             with pytest.raises(Skip):
                 qemubuild.with_fixes(tmp_path / "cache", "x", tree)
         else:
             repo = debian_base_repo()
-            assert (repo / mutants.DEVICE).read_text() == ORIGINAL
-            assert not list(repo.rglob("*" + mutants.ORIG_SUFFIX))
-        assert src.read_text() == ORIGINAL and not mutants.restore_leftover(bdir)
+            assert (repo / DEVICE_SOURCE).read_text() == ORIGINAL
+            assert not list(repo.rglob("*" + devsource.ORIG_SUFFIX))
+        assert src.read_text() == ORIGINAL and not devsource.restore_leftover(bdir)
 
 
 @pytest.mark.slow
@@ -256,9 +257,9 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
     with selftest_lock(cache_dir()):
         res = run_tool([sys.executable, str(BUILD_QEMU)])
         assert res.returncode == 0, res.stderr[-3000:]
-        info = json.loads((cache_dir() / "reference" / "BUILDINFO.json").read_text())
+        info = json.loads((reference_dir() / "BUILDINFO.json").read_text())
         tree, bdir = Path(info["tree"]), Path(info["build_dir"])
-        original = (tree / mutants.DEVICE).read_bytes()
+        original = (tree / DEVICE_SOURCE).read_bytes()
         events = Events(tmp_path / "events.sock")
         try:
             cmd = [sys.executable, str(REPO / "ci" / "mutants"), "--only",
@@ -269,15 +270,15 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
                 tool.proc.kill()  # and everything it started, on leaving the block
         finally:
             events.close()
-        src = tree / mutants.DEVICE
-        assert src.with_name(src.name + mutants.ORIG_SUFFIX).exists()  # what it leaves
+        src = tree / DEVICE_SOURCE
+        assert src.with_name(src.name + devsource.ORIG_SUFFIX).exists()  # what it leaves
         res = run_tool([sys.executable, str(BUILD_QEMU)])
         assert res.returncode == 0, res.stderr[-3000:]
         assert src.read_bytes() == original
-        assert not src.with_name(src.name + mutants.ORIG_SUFFIX).exists()
+        assert not src.with_name(src.name + devsource.ORIG_SUFFIX).exists()
         binary = Path(res.stdout.strip().splitlines()[-1])
         built = json.loads((binary.parent / "BUILDINFO.json").read_text())
-        assert built["sources"][mutants.DEVICE] == hashlib.sha256(original).hexdigest()
+        assert built["sources"][DEVICE_SOURCE] == hashlib.sha256(original).hexdigest()
         assert provenance.recorded(bdir) == provenance.digests(tree)
         for qemu in (bdir / "qemu-system-arm", binary):
             res = run_tool([sys.executable, "-m", "pytest", "qtests/test_registers.py",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 # Run in a mount namespace of its own (unshare): /proc bound into an empty root, chroot
 # there, then list what mentions the marker (read from stdin: not in our own cmdline).

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ivflat import reaper
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host import signals
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 # A supervising tool interrupted by SIGTERM, then sent SIGHUP, SIGINT and SIGTERM during its
 # cleanup; it starts a child there (as proc.spawn does) and reports its pid and exit.
@@ -41,7 +41,7 @@ def _ignored(pid: int) -> list[str]:
     """The stop signals *pid* ignores, from its SigIgn mask."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     mask = int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
-    return [s.name for s in reaper.STOP_SIGNALS if mask & 1 << (s - 1)]
+    return [s.name for s in signals.STOP_SIGNALS if mask & 1 << (s - 1)]
 
 
 def test_child_started_after_an_interrupt_can_be_interrupted() -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from ivflat.ci import progress
 from ivflat.ci.bisect import ROUGHLY, eta
-from ivflat.ci.proc import UserError
-from ivflat.timeouts import scaled
+from ivflat.errors import UserError
+from ivflat.host.timeouts import scaled
 
 
 def ninja_log(tmp_path: Path, n: int = 4) -> Path:

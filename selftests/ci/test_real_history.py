@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci.bisect import load_steps, use_first_parent
+from ivflat.ci.bisect import use_first_parent
+from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir, resolve_rev
 from ivflat.ci.workclone import WorkClone
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import bisect, facts
+from ivflat.ci import bisectreport, facts
 from ivflat.ci.bisectreport import Outcome
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import read_series
@@ -115,7 +115,7 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
          "test_s": 40.0})))
     asked = Outcome(good, first, 2, False, False, "default", ["-k", "ivposition"], [], 0.0,
                     tested_by=WHO)
-    assert bisect.report(repo, run, first, [], 600.0, None, asked, "text") == 0
+    assert bisectreport.report(repo, run, first, [], 600.0, None, asked, "text") == 0
     text = capsys.readouterr().out
     mail_ready(text)
     assert text == (run / "report.txt").read_text()
@@ -129,7 +129,7 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
         [f.split()[0] for f in failed]
     assert all(ln.startswith("  ") for ln in tests), tests  # indented, long ids too
     assert lines[-1] == WHO
-    assert bisect.report(repo, run, first, [], 600.0, None, asked, "json") == 0
+    assert bisectreport.report(repo, run, first, [], 600.0, None, asked, "json") == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["schema"], doc["version"], doc["tool"]) == (facts.SCHEMA,
                                                             facts.SCHEMA_VERSION, "bisect")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.paths import reference_tool
-from ivflat.timeouts import scaled
+from ivflat.host.paths import reference_tool
+from ivflat.host.timeouts import scaled
 
 from .tools import SOAK, marked_pids, started_tool
 

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import fixes, wiring
+from ivflat.ci import wiring
 from ivflat.ci.bisect import step_command, unfinished
 from ivflat.ci.gitrepo import git_common_dir
-from ivflat.ci.proc import ABORT, InternalError
+from ivflat.ci.proc import InternalError
 from ivflat.ci.qemubuild import user_source
+from ivflat.ci.subprojects import NEEDED
 from ivflat.ci.suite import new_run_dir, parse_junit
 from ivflat.ci.trees import configure_stamp, origin_tree, subproject_donors
 from ivflat.ci.workclone import WorkClone
-from ivflat.paths import REPO, cache_dir
-from ivflat.subprojects import NEEDED
-from ivflat.timeouts import scaled
+from ivflat.host.cli import Exit
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.timeouts import scaled
 
 from .tools import BISECT, BUILD_QEMU, VALIDATE, fake_qemu_repo, git
 
@@ -136,7 +137,7 @@ def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
     else:
         args = ["--step"]
     res = tool(str(script), *args, "--", "-k", "x", cwd=src)
-    assert res.returncode == ABORT, res.stderr
+    assert res.returncode == Exit.ABORT, res.stderr
     assert "aborting the bisect" in res.stderr, res.stderr
     if failure == "harness-not-importable":
         assert "No module named 'ivflat.ci'" in res.stderr, res.stderr
@@ -149,7 +150,7 @@ def test_step_failing_before_its_verdict_aborts_the_bisect(tmp_path: Path,
         git(src, "bisect", "reset")
     assert run.returncode != 0, run.stdout
     assert "is the first bad commit" not in run.stdout, run.stdout
-    assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert f"exit code {Exit.ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
     # ci/bisect around such a run: the step died before it recorded anything, which is the
     # tools' failure (exit 3), never "bad input" (exit 2)
     with pytest.raises(InternalError, match="no step recorded why"):
@@ -163,7 +164,7 @@ def test_build_qemu_as_a_bisect_run_command_stops_on_no_verdict(tmp_path: Path) 
     (src / "configure").write_text("# three\n")
     git(src, "commit", "-q", "-a", "-m", "three")
     assert tool(str(BUILD_QEMU), "--rev", "HEAD").returncode == 2
-    assert tool(str(BUILD_QEMU), "--bisect-run", "--rev", "HEAD").returncode == ABORT
+    assert tool(str(BUILD_QEMU), "--bisect-run", "--rev", "HEAD").returncode == Exit.ABORT
     git(src, "bisect", "start", "HEAD", "HEAD~2")
     try:
         run = subprocess.run(["git", "-C", str(src), "bisect", "run", sys.executable,
@@ -173,7 +174,7 @@ def test_build_qemu_as_a_bisect_run_command_stops_on_no_verdict(tmp_path: Path) 
     finally:
         git(src, "bisect", "reset")
     assert "is the first bad commit" not in run.stdout, run.stdout
-    assert f"exit code {ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
+    assert f"exit code {Exit.ABORT} from" in run.stdout + run.stderr, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("cmd", ["bisect", "validate-patch"])
@@ -241,73 +242,6 @@ def test_build_qemu_exports_a_dirty_tree_without_writing_to_it(cache: Path,
     res = tool(str(BUILD_QEMU), "--source", str(src))  # declined: no device
     assert res.returncode == 125 and "ivshmem-flat.c" in res.stderr, res.stderr
     assert state() == before
-
-
-def wiring_files(dest: Path) -> Path:
-    """The files the wiring patch touches, from Debian's QEMU source as the reference build
-    unpacked it: a tree small enough to patch in a test."""
-    info = cache_dir() / "reference" / "BUILDINFO.json"
-    if not info.exists():
-        pytest.skip("no reference build (ci/build-qemu) for Debian's QEMU source")
-    tree = Path(json.loads(info.read_text())["tree"])
-    patch = wiring.PATCH_DIR / "10.0.patch"
-    for rel in sorted({ln[6:].split("\t")[0].strip() for ln in patch.read_text().splitlines()
-                       if ln.startswith("+++ b/")}):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tree / rel, dest / rel)
-    applied = tree / wiring.APPLIED
-    if applied.exists():  # the reference tree carries the wiring: take it out again
-        subprocess.run(["patch", "-p1", "-R", "-s", "-F3", "--no-backup-if-mismatch", "-i",
-                        str(applied)], cwd=dest, check=True, capture_output=True)
-    assert not wiring.has_wiring(dest)
-    return dest
-
-
-def test_wiring_variants_first_that_applies(tmp_path: Path) -> None:
-    """Variants are tried in name order; one that does not apply is passed over; a tree
-    with the wiring gets nothing; a tree none applies to is a Skip naming what was tried."""
-    tree = wiring_files(tmp_path / "tree")
-    assert wiring.choose(tree) == wiring.PATCH_DIR / "10.0.patch"
-    variants = tmp_path / "variants"
-    variants.mkdir()
-    (variants / "00-other-line.patch").write_text(
-        "--- a/hw/arm/mps2.c\n+++ b/hw/arm/mps2.c\n@@ -1,1 +1,1 @@\n-no such line\n+x\n")
-    shutil.copy(wiring.PATCH_DIR / "10.0.patch", variants / "10.0.patch")
-    assert wiring.choose(tree, variants) == variants / "10.0.patch"
-    done = wiring.apply(tree, variants / "10.0.patch")
-    assert wiring.has_wiring(tree) and done.key.startswith("10.0-")
-    assert wiring.apply_transient(tree)[0].describe() == "tree already wired"
-    (variants / "10.0.patch").unlink()
-    plain = wiring_files(tmp_path / "plain")
-    with pytest.raises(wiring.Skip, match=wiring.NOT_APPLY) as exc:
-        wiring.choose(plain, variants)
-    assert "00-other-line.patch" in str(exc.value)
-
-
-def test_wiring_variant_needing_least_fuzz_wins(tmp_path: Path) -> None:
-    """On a tree where every variant needs fuzz (the device code moved: here the reference
-    plus the fix series, as master plus the series), the variant that fits best wins, not
-    the first in name order: --with-fixes on master once got 10.0.patch, fuzzed into
-    master's mps2.c, instead of 20-master.patch."""
-    tree = wiring_files(tmp_path / "tree")
-    for fix in sorted(fixes.FIXES_DIR.glob("0*.patch")):
-        if "cover-letter" not in fix.name:
-            subprocess.run(["git", "apply", "--include=hw/misc/ivshmem-flat.c", str(fix)],
-                           cwd=tree, check=True, capture_output=True,
-                           env={**os.environ, "GIT_DIR": str(tmp_path / "none")})
-    variants = tmp_path / "variants"
-    variants.mkdir()
-    good = wiring.PATCH_DIR / "10.0.patch"
-    shutil.copy(good, variants / "10.0.patch")
-    # an older line's variant: the same change, but mps2.c's context fits only with fuzz
-    worse = good.read_text().replace(' #include "hw/qdev-clock.h"\n',
-                                     ' #include "hw/qdev-clock-old.h"\n')
-    assert worse != good.read_text()
-    (variants / "00-older-line.patch").write_text(worse)
-    for v in variants.iterdir():
-        assert subprocess.run(["patch", "-p1", "-s", "--dry-run", "-F0", "-i", str(v)],
-                              cwd=tree, capture_output=True).returncode != 0, v.name
-    assert wiring.choose(tree, variants) == variants / "10.0.patch"
 
 
 def test_build_qemu_skips_a_tree_no_variant_fits(cache: Path, tmp_path: Path) -> None:

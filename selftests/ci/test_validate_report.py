@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
 from ivflat.ci import report, suite
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import Patch, Series, apply, read_series
 from ivflat.ci.suite import Build, junit_id, parse_junit
 from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude, rerun_options
-from ivflat.paths import REPO
+from ivflat.device import known_bugs
+from ivflat.host.paths import REPO
 
 from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
 

@@ -25,9 +25,9 @@ import pytest
 
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.proc import STOP_GRACE
-from ivflat.paths import REPO
-from ivflat.reaper import pids_with_env
-from ivflat.timeouts import scaled
+from ivflat.host.paths import REPO
+from ivflat.host.reaper import pids_with_env
+from ivflat.host.timeouts import scaled
 
 BISECT = REPO / "ci" / "bisect"
 VALIDATE = REPO / "ci" / "validate-patch"

@@ -3,7 +3,7 @@ gets SIGINT, SIGTERM or SIGHUP (and more of them during its teardown), no QEMU p
 server socket or shm object of it survives, and a failing test leaves its artifacts
 (command line, stderr, trace, transcript, reproducer). After a SIGKILL of the runner, its
 children die with it (parent-death signal) and the next run sweeps the rest
-(ivflat.reaper).
+(ivflat.host.reaper).
 
 Each scenario runs in a pytest subprocess whose environment carries a unique marker; QEMU
 inherits it, so leftovers are found through /proc/*/environ even under pytest-xdist. Every
@@ -21,15 +21,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ivflat import reaper, timeouts
-from ivflat.paths import REPO
+from ivflat.device import traces
+from ivflat.host import reaper, signals, timeouts
+from ivflat.host.paths import REPO
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 MARKER_VAR = "IVSHMEM_TEST_CLEANUP_MARKER"  # in the environment of everything an inner run starts
@@ -39,7 +39,7 @@ import os
 import select
 import subprocess
 import pytest
-from ivflat import timeouts
+from ivflat.host import timeouts
 
 def _started(vm, host_peer):
     os.write(int(os.environ["IVSHMEM_TEST_STARTED_FD"]), b"up")
@@ -128,10 +128,9 @@ def _leftovers(inner: Inner) -> dict[str, list]:
 def _wait_gone(marker: str) -> list[int]:
     """Bounded wait for the marked processes to exit (a parent-death signal is
     asynchronous); returns those still there."""
-    deadline = timeouts.Deadline(None, timeouts.START)
-    while (pids := _marked_pids(marker)) and not deadline.expired():
-        time.sleep(0.05)  # sleep-ok: no event tells us another process's exit
-    return pids
+    with contextlib.suppress(timeouts.WaitTimeout):  # no event tells another's exit: polls
+        timeouts.wait_for(lambda: not _marked_pids(marker), None, "", base=timeouts.START)
+    return _marked_pids(marker)
 
 
 def _kill_marked(marker: str) -> None:
@@ -162,15 +161,16 @@ def _deliver(pid: int, sig: signal.Signals) -> None:
     thread of it has taken the signal."""
     os.kill(pid, sig)
     bit = 1 << (sig - 1)
-    deadline = timeouts.Deadline(None, timeouts.START)
-    while not deadline.expired():
+
+    def taken() -> bool:
         status = Path(f"/proc/{pid}/status").read_text().splitlines()
         pending = [int(line.split()[1], 16) for line in status
                    if line.startswith(("SigPnd:", "ShdPnd:"))]
-        if not any(p & bit for p in pending):
-            return
-        time.sleep(0.01)  # sleep-ok: no event tells us another process took a signal
-    pytest.fail(f"{sig.name} still pending in {pid} after {deadline.total}s")
+        return not any(p & bit for p in pending)
+
+    # no event tells us another process took a signal: wait_for polls
+    timeouts.wait_for(taken, None, f"{sig.name} still pending in {pid}", base=timeouts.START,
+                      poll=0.01)
 
 
 def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | None = None,
@@ -197,7 +197,8 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           "-p", "ivflat.plugin", f"--rootdir={tmp_path}", "-c", str(REPO / "pyproject.toml"),
+           "-p", "ivflat.plugin.options", f"--rootdir={tmp_path}",
+           "-c", str(REPO / "pyproject.toml"),
            f"--qemu={qemu}",
            f"--artifacts-dir={tmp_path / 'art'}", f"--ivshmem-server={backend}",
            f"{tmp_path / 'test_inner.py'}::{test}"]
@@ -262,6 +263,9 @@ NOTHING = {"processes": [], "shm": [], "tmp": []}
     ("test_passes", 0, "python"), ("test_fails", 1, "python"), ("test_times_out", 1, "python"),
     ("test_fails", 1, "qemu"), ("test_times_out", 1, "qemu")])
 def test_nothing_left_behind(tmp_path, wired_qemu, test, rc, backend):
+    """Whether the inner test passes, fails or hits pytest-timeout, on either server
+    backend, the run exits with that test's status and leaves no QEMU, shm object or
+    temporary directory: one run must not leak into the next."""
     inner = _run_inner(tmp_path, test, wired_qemu, backend=backend)
     _cleanup_tmp(inner)
     assert inner.rc == rc, inner.out
@@ -307,7 +311,7 @@ def test_second_signals_in_teardown_are_caught_and_dropped(tmp_path, wired_qemu,
     assert inner.rc == 2, inner.out
     assert record.exists(), f"the finalizer was cut short:\n{inner.out}"
     ignored = int(record.read_text(), 16)
-    assert [s.name for s in reaper.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
+    assert [s.name for s in signals.STOP_SIGNALS if ignored & 1 << (s - 1)] == \
         (["SIGHUP"] if nohup else []), inner.out
     assert inner.left == NOTHING, inner.out
 
@@ -379,6 +383,9 @@ def test_qemu_stops_before_its_server(tmp_path, wired_qemu):
 
 
 def test_failure_leaves_bug_report_material(tmp_path, wired_qemu):
+    """A failing test leaves, per VM, its command line, stderr, trace, qtest transcript and
+    commands and a reproducer, none empty and each holding what the test did (its DOORBELL
+    write, the ring's trace), and the report names them: what an upstream bug report needs."""
     inner = _run_inner(tmp_path, "test_fails", wired_qemu)
     _cleanup_tmp(inner)
     assert inner.rc == 1
@@ -387,5 +394,5 @@ def test_failure_leaves_bug_report_material(tmp_path, wired_qemu):
                  "qtest-commands.txt"):
         assert (vmdir / name).stat().st_size > 0, name
     assert "writel 0x400ff00c" in (vmdir / "qtest-commands.txt").read_text()
-    assert "ivshmem_flat_interrupt_peer" in (vmdir / "trace.log").read_text()
+    assert traces.INTERRUPT_PEER in (vmdir / "trace.log").read_text()
     assert "command line" in inner.out and "qtest transcript" in inner.out

@@ -16,6 +16,9 @@ def _busy(seconds: float) -> None:
 
 
 def test_nested_spans_are_charged_to_the_outer_one() -> None:
+    """A span inside another is charged to the outer one only, and the time no span took
+    is its own row, so the table's rows add up to the wall time instead of counting
+    nested time twice."""
     prof = Profile(enabled=True)
     with prof.span("settle"):
         _busy(0.01)
@@ -34,6 +37,8 @@ def test_nested_spans_are_charged_to_the_outer_one() -> None:
 
 
 def test_a_disabled_profile_records_nothing() -> None:
+    """A profile that is off records no span: a campaign without --profile keeps no
+    accounting it did not ask for."""
     prof = Profile()
     with prof.span("x"):
         pass

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from ivflat import board
-from ivflat.driver import IvshmemFlatDriver
+from ivflat.device import board
 from ivflat.fuzz import FuzzConfig
 from ivflat.fuzz.standby import Standbys
 from ivflat.fuzz.state import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share
+from ivflat.qemu.driver import IvshmemFlatDriver
 
 
 @pytest.mark.needs_device

@@ -15,17 +15,18 @@ import signal
 
 import pytest
 
-from ivflat import known_bugs, timeouts
-from ivflat.known_bugs import CrashSignature, KnownBugCrash, crash_matches
-from ivflat.known_bugs_plugin import raises_problem
-from ivflat.paths import reference_tool
-from ivflat.qtest import QTestError, QTestTimeout
+from ivflat.device import known_bugs, traces
+from ivflat.device.known_bugs import CrashSignature, KnownBugCrash, crash_matches
+from ivflat.host import timeouts
+from ivflat.host.paths import reference_tool
+from ivflat.plugin.known_bugs import raises_problem
+from ivflat.protocol.qtest import QTestError, QTestTimeout
 
 CRASHES = """
 import os, signal
 import pytest
-from ivflat.known_bugs import KnownBugCrash, known_bug
-from ivflat.qtest import QTestTimeout
+from ivflat.device.known_bugs import KnownBugCrash, known_bug
+from ivflat.protocol.qtest import QTestTimeout
 
 
 def segv(vm, sig=signal.SIGSEGV):
@@ -46,8 +47,8 @@ def test_segv_then_assert(vm):
 
 
 @known_bug("own-vector-opaque", raises=QTestTimeout)
-def test_segv_then_wait(dev):
-    os.kill(dev.vm.pid, signal.SIGSEGV)
+def test_segv_then_wait(vm, dev):
+    os.kill(vm.pid, signal.SIGSEGV)
     dev.wait_pulses(1)
 
 
@@ -65,7 +66,7 @@ def test_another_crash(vm):
 
 TEARDOWN = """
 import pytest
-from ivflat.known_bugs import known_bug
+from ivflat.device.known_bugs import known_bug
 
 
 @pytest.fixture
@@ -128,8 +129,8 @@ def test_a_crash_is_never_the_expected_failure(plugin_pytester):
     out = res.stdout.str()
     # once in each failing test's traceback (the short summary may repeat it, cut or not
     # at the terminal's width)
-    assert len(re.findall(r"^E +ivflat\.known_bugs\.QEMUCrashed: QEMU crashed, which is not "
-                          r"the expected failure", out, re.M)) == 3, out[-3000:]
+    assert len(re.findall(r"^E +ivflat\.device\.known_bugs\.QEMUCrashed: QEMU crashed, which "
+                          r"is not the expected failure", out, re.M)) == 3, out[-3000:]
     assert "killed by SIGABRT" in out
 
 
@@ -174,11 +175,17 @@ def test_x():
     (KnownBugCrash, "no crash signature"),
 ])
 def test_raises_rule(raises, problem):
+    """raises= must name the symptom as exception classes, and none that would also take
+    what a dead QEMU raises (QTestDisconnected, QEMUStartError) or the plugin's NotTheBug,
+    or a crash with no signature to tell the bug's crash from another: else the strict
+    xfail would pass a series that makes the path crash."""
     got = raises_problem(known_bugs.get("version-unchecked"), raises)
     assert (got is None) if problem is None else (problem in (got or "")), got
 
 
 def test_crash_bugs_have_a_signature():
+    """A bug whose symptom is a crash may say raises=KnownBugCrash because the registry gives
+    it a crash signature, the only thing that tells its crash from any other."""
     assert raises_problem(known_bugs.get("disconnect-own-id"), KnownBugCrash) is None
     assert known_bugs.get("doorbell-vector-unchecked").crash is not None
 
@@ -204,6 +211,8 @@ SEGV = -signal.SIGSEGV
 
 
 def test_asan_signature_matches_its_report():
+    """The doorbell bug's signature matches its own ASan report, lines before it included,
+    and the other crash bug's does not: each crash is credited to its own bug only."""
     assert DOORBELL is not None and OWN_ID is not None
     lines = ASAN_REPORT.splitlines()
     assert crash_matches(DOORBELL, 1, ["qemu: some earlier line", *lines])
@@ -212,6 +221,9 @@ def test_asan_signature_matches_its_report():
 
 @pytest.mark.parametrize("change", ["kind", "deep frame", "ubsan first", "no frames"])
 def test_asan_signature_refuses_other_reports(change):
+    """Another report kind, the device only deep in the stack, a UBSan report first or a
+    report without frames is not the bug's: a different crash on the same path must not
+    count as the known one."""
     assert DOORBELL is not None
     text = ASAN_REPORT
     if change == "kind":
@@ -267,7 +279,7 @@ def test_signal_signature_without_a_sanitizer():
     """A build without ASan: the signal and nothing printed (a plain SIGSEGV cannot say
     where it came from; the ASan build checks the function too)."""
     sig = CrashSignature("SEGV on unknown address", ("ivshmem_flat_remove_peer",), "SIGSEGV")
-    assert crash_matches(sig, SEGV, ["ivshmem_flat_new_peer New peer ID: 3"])
+    assert crash_matches(sig, SEGV, [f"{traces.NEW_PEER} New peer ID: 3"])
     assert not crash_matches(sig, -signal.SIGABRT, [])
     assert not crash_matches(sig, 1, [])
     assert not crash_matches(sig, SEGV, ["free(): invalid pointer"])

@@ -1,6 +1,6 @@
 """The known-bug registry and the tests agree, and its pytest surface works.
 
-Why: the strict xfails come from fixtures/ivflat/known_bugs.py. A test that names a bug
+Why: the strict xfails come from fixtures/ivflat/device/known_bugs.py. A test that names a bug
 nobody registered, a registered bug no test shows, or a registry entry pointing at a test
 that was renamed would silently lose a bug's guard; this file fails instead.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import known_bugs
-from ivflat.known_bugs_plugin import DUMP_ENV, status
-from ivflat.paths import REPO
-from ivflat.probe import Capabilities
+from ivflat.device import known_bugs
+from ivflat.host.paths import REPO
+from ivflat.plugin.known_bugs import DUMP_ENV, status
+from ivflat.qemu.probe import Capabilities
 
 
 def _pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,6 +36,8 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_ids_are_unique_and_stable_looking():
+    """Bug ids are unique and lower-case without spaces: they are typed on command lines
+    (--known-bugs-fixed), written into BUILDINFO.json and matched as strings."""
     ids = [b.id for b in known_bugs.BUGS]
     assert len(ids) == len(set(ids))
     assert all(i == i.lower() and " " not in i for i in ids), ids
@@ -65,11 +67,15 @@ def test_consistency_check_sees_each_kind_of_disagreement():
 
 
 def test_unknown_id_is_a_clear_error():
+    """A mark naming an id nobody registered fails at import with the id and the registered
+    ones, instead of a test guarding nothing."""
     with pytest.raises(KeyError, match=r"unknown known-bug id 'nope'.*registered"):
         known_bugs.known_bug("nope", raises=AssertionError)
 
 
 def test_lookup_by_test():
+    """The registry finds the bug a test shows from its node id, and no bug for a test it
+    does not list: failure reports and verdicts name the right bug."""
     bug = known_bugs.get("own-vector-opaque")
     assert known_bugs.bug_for_test(bug.tests[0]) is bug
     assert known_bugs.bug_for_test("qtests/test_doorbell.py::nope") is None
@@ -82,6 +88,9 @@ def _caps(**kw) -> Capabilities:
 
 
 def test_status_on_kinds_of_binary():
+    """A bug's status follows the binary: it applies (xfail) where its condition holds, is not
+    judged where it cannot be seen (an ASan-only bug without ASan, no QEMU) and is absent
+    where the device is."""
     asan_bug = known_bugs.get("doorbell-vector-unchecked")
     plain = known_bugs.get("version-unchecked")
     assert status(plain, _caps()) == "applies (xfail)"

@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import board, timeouts
-from ivflat.driver import IvshmemFlatDriver
-from ivflat.machine import DeviceConfig, GuestMachine, QtestMachine
-from ivflat.machine.output import StderrCapture
-from ivflat.plugin import _stop_machines
-from ivflat.qtest import QTestTimeout
-from ivflat.reaper import release_all
-from ivflat.reproducer import write_reproducer
-from ivflat.server import IvshmemServer
-from ivflat.sockpath import too_long
-from ivflat.wirings import semantics
+from ivflat.device import board, traces
+from ivflat.device.wirings import semantics
+from ivflat.host import timeouts
+from ivflat.host.reaper import release_all
+from ivflat.host.sockpath import too_long
+from ivflat.plugin.fixtures import _stop_machines
+from ivflat.protocol.qtest import QTestTimeout
+from ivflat.qemu.driver import IvshmemFlatDriver
+from ivflat.qemu.machine import DeviceConfig, GuestMachine, QtestMachine
+from ivflat.qemu.machine.output import StderrCapture
+from ivflat.qemu.reproducer import write_reproducer
+from ivflat.servers.python_server import IvshmemServer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -60,17 +61,17 @@ def test_trace_fence_waits_for_a_lagging_reader(vm, dev, monkeypatch):
     """200 register reads, each traced, while the stderr reader lags: after
     sync_traces() every one of their traces is there (the fence waits for a marker QEMU
     writes after them, not for a count of traces that earlier reads can satisfy)."""
-    before = len(vm.traces("ivshmem_flat_read_mmr"))
+    before = len(vm.traces(traces.READ_MMR))
     _lagging_reader(monkeypatch, 0.001)
     for _ in range(200):
         dev.reg(board.INTMASK)
     dev.sync_traces()
-    assert len(vm.traces("ivshmem_flat_read_mmr", sync=False)) == before + 200
+    assert len(vm.traces(traces.READ_MMR, sync=False)) == before + 200
 
 
 def test_stderr_is_fenced_for_assertions(ivshmem_server, launch_vm, monkeypatch, qemu_caps):
     """The realize-time warning QEMU prints without x-irq-qompath (in its wiring's words:
-    ivflat.wirings) is in stderr_lines() right after launch, even with a lagging reader
+    ivflat.device.wirings) is in stderr_lines() right after launch, even with a lagging reader
     (the flake of test_no_irq_path_means_no_irq_but_device_works)."""
     warning = semantics(qemu_caps.wiring).no_irq_warning
     _lagging_reader(monkeypatch, 0.02)
@@ -110,6 +111,8 @@ def test_crash_at_shutdown_is_a_test_error(tmp_path, wired_qemu, ivshmem_server,
 
 
 def test_clean_shutdown_reports_nothing(vm):
+    """A QEMU that quits cleanly when asked leaves no shutdown report: the fixtures turn a
+    report into a test error, so a false one would fail every test at teardown."""
     vm.shutdown()
     assert vm.shutdown_report is None
 
@@ -186,14 +189,14 @@ def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired
 
 @pytest.mark.guest
 @pytest.mark.parametrize("access_path", ["cpu"])
-def test_cpu_path_reproducer_types_the_console_requests(dev, tmp_path):
+def test_cpu_path_reproducer_types_the_console_requests(vm, dev, tmp_path):
     """reproduce.sh of a CpuMachine feeds the recorded access requests to the firmware on
     -serial stdio (not the qtest transcript: two channels cannot share stdin): the replayed
     self-ring reaches the device again and the firmware answers each request."""
     import pexpect
 
     dev.ring(dev.ivposition, 0)
-    script = write_reproducer(dev.vm, tmp_path / "repro")
+    script = write_reproducer(vm, tmp_path / "repro")
     requests = (tmp_path / "repro" / "console-requests.txt").read_text().splitlines()
     assert requests[-1] == f"{len(requests)} w4 {board.IOMEM_ADDR + board.DOORBELL:x} 0", \
         requests
@@ -201,7 +204,7 @@ def test_cpu_path_reproducer_types_the_console_requests(dev, tmp_path):
     child = pexpect.spawn("sh", [str(script)], timeout=limit,
                           env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
     try:
-        child.expect(r"ivshmem_flat_interrupt_peer Interrupting peer ID \d+, vector 0")
+        child.expect(rf"{traces.INTERRUPT_PEER} Interrupting peer ID \d+, vector 0")
         # the last reply's end (trace lines on the same terminal can split its start off)
         child.expect(r"bfar=0x00000000 irqs=\d+\r?\n")
     finally:

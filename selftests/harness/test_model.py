@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import board, known_bugs, rules
-from ivflat.model import AS_IS, FIXED, SHM_FAULTS, Greeting, Model, Undefined, cpu_pieces, pieces
+from ivflat.device import board, known_bugs, rules
+from ivflat.device.model import (
+    AS_IS,
+    FIXED,
+    SHM_FAULTS,
+    Greeting,
+    Model,
+    Undefined,
+    cpu_pieces,
+    pieces,
+)
 
 ID = 0x1234
 
@@ -25,6 +34,9 @@ def model(bugs=AS_IS, **kw) -> Model:
 
 
 def test_bug_switches_are_the_registry():
+    """The model's bug switches are the registry's bugs, all on as it is and none when
+    fixed: a registered bug the model cannot switch could not be modelled fixed, and a
+    switch of its own would be a bug nobody registered."""
     assert {b.id for b in known_bugs.BUGS} == AS_IS and not FIXED
 
 
@@ -32,18 +44,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_rules_cover_the_bugs_and_are_implemented():
-    """The oracle's table (ivflat.rules): every known bug breaks a rule taken from the spec
+    """The oracle's table (ivflat.device.rules): every known bug breaks a rule taken from the spec
     or ivshmem-pci (a bug no rule names would be the device's word against nobody's), a
     rule differs by a bug or on purpose, never both, each rule id is cited where the model
-    or the fuzzer implements it, and README.md carries the table as rules.table() renders
+    or the fuzzer implements it, and docs/fuzzing.md carries the table as rules.table() renders
     it."""
     assert {r.bug for r in rules.RULES if r.bug} == AS_IS
     assert not [r.id for r in rules.RULES if r.bug and r.deliberate]
     assert all(r.source for r in rules.RULES) and len(rules.BY_ID) == len(rules.RULES)
-    code = (REPO / "fixtures/ivflat/model.py").read_text() + "".join(
+    code = (REPO / "fixtures/ivflat/device/model.py").read_text() + "".join(
         f.read_text() for f in (REPO / "fixtures/ivflat/fuzz").glob("*.py"))
     assert [r.id for r in rules.RULES if r.id not in code] == []
-    assert rules.table() in (REPO / "README.md").read_text()
+    assert rules.table() in (REPO / "docs/fuzzing.md").read_text()
 
 
 @pytest.mark.parametrize("offset,size,expected", [
@@ -55,6 +67,10 @@ def test_rules_cover_the_bugs_and_are_implemented():
     (-2, 4, [(-2, 2), (0, 2)]),
 ])
 def test_memory_core_splitting(offset, size, expected):
+    """The model splits an access as QEMU's memory core does for qtest (aligned pieces of at
+    most 4 bytes, a tail past the block going to the board's background): the fuzzer
+    predicts unaligned accesses from these pieces, and qtests/test_registers.py shows
+    them on the device."""
     assert pieces(offset, size) == expected
 
 
@@ -296,6 +312,9 @@ def test_own_vector_the_device_cannot_write_is_not_rung_by_doorbell():
 
 
 def test_reset_keeps_everything():
+    """system_reset changes nothing in the model: the device has no reset handler, so its
+    vectors, peers and fds survive, as test_system_reset_keeps_id_memory_and_notifications
+    shows on QEMU."""
     m = model()
     m.message(3, fd=True)
     before = (m.own_vectors, dict(m.peers), m.held_fds())

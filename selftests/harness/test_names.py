@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import envvars, reaper
-from ivflat.paths import REPO
-from ivflat.timeouts import scaled
+from ivflat.host import envvars, reaper
+from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 
 DEPRECATED = "is deprecated and goes away in the next release"
 
@@ -26,6 +26,9 @@ DEPRECATED = "is deprecated and goes away in the next release"
 def test_new_variable_wins_old_one_works_and_says_so(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]
                                                      ) -> None:
+    """Every renamed variable has the IVSHMEM_ prefix; the old name still works, with one
+    deprecation message however often it is read, and the new name wins when both are set:
+    a user's old setup keeps working for a release and is told what to change."""
     for new, old in envvars.RENAMED.items():
         assert new.startswith("IVSHMEM_") and not old.startswith("IVSHMEM_")
     monkeypatch.delenv("IVSHMEM_REPRO_SECONDS", raising=False)
@@ -47,6 +50,8 @@ def _run(*cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize("var", ["CROSS", "IVSHMEM_CROSS"])
 def test_build_images_cross_prefix(var: str) -> None:
+    """ci/build-images takes its cross prefix from $IVSHMEM_CROSS or the old $CROSS, and
+    only the old name draws the deprecation message."""
     env = {k: v for k, v in os.environ.items() if k not in ("CROSS", "IVSHMEM_CROSS")}
     res = subprocess.run([str(REPO / "ci" / "build-images")], capture_output=True, text=True,
                          env={**env, var: "no-such-cross-"}, timeout=scaled(60))
@@ -57,6 +62,8 @@ def test_build_images_cross_prefix(var: str) -> None:
 
 @pytest.mark.parametrize("how", [["--model", "fixed"], ["--known-bugs", "find"]])
 def test_fuzz_model_option(how: list[str]) -> None:
+    """ci/fuzz takes --model fixed and its old spelling --known-bugs find alike (both reach
+    the check of --qemu, exit 4), and only the old spelling is called deprecated."""
     res = _run(sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", *how,
                "--qemu=/no/such/qemu")
     assert res.returncode == 4, res.stderr
@@ -66,6 +73,8 @@ def test_fuzz_model_option(how: list[str]) -> None:
 
 @pytest.mark.parametrize("opt", ["--artifacts-dir", "--keep-artifacts"])
 def test_artifacts_dir_option(plugin_pytester: pytest.Pytester, opt: str) -> None:
+    """--artifacts-dir and its old name --keep-artifacts both set where failures leave their
+    artifacts (~ expanded), and only the old name is called deprecated."""
     plugin_pytester.makepyfile(
         "def test_where(pytestconfig):\n"
         "    print('DIR=' + str(pytestconfig.getoption('artifacts_dir')))\n")
@@ -80,6 +89,8 @@ def test_artifacts_dir_option(plugin_pytester: pytest.Pytester, opt: str) -> Non
 
 @pytest.mark.parametrize("opt", ["--list-known-bugs", "--known-bugs"])
 def test_list_known_bugs_option(opt: str) -> None:
+    """--list-known-bugs and its old name --known-bugs both list the registry and exit 0,
+    and only the old name is called deprecated."""
     res = _run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", opt, "qtests/")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "version-unchecked: " in res.stdout

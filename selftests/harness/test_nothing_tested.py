@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.nothing_tested import NO_DEVICE_TEST
-from ivflat.paths import reference_tool
-from ivflat.probe import probe
+from ivflat.host import timeouts
+from ivflat.host.paths import reference_tool
+from ivflat.plugin.nothing_tested import NO_DEVICE_TEST
+from ivflat.qemu.probe import probe
 
 DEBIAN = Path("/usr/bin/qemu-system-arm")
 LINE = "ivflat: no device test ran against {binary}: {reason} (exit status 6)"
@@ -64,6 +64,8 @@ def test_named_binary_without_device_exits_6(plugin_pytester, monkeypatch, debia
 
 
 def test_a_failure_keeps_its_exit_status(plugin_pytester, debian_reason):
+    """A run that also failed keeps pytest's exit status 1 (a failure says more than "nothing
+    tested"); the line still says no device test ran."""
     res = _run(plugin_pytester, f"--qemu={DEBIAN}",
                source=TESTS + "\ndef test_broken():\n    assert False\n")
     assert res.ret == pytest.ExitCode.TESTS_FAILED
@@ -73,6 +75,8 @@ def test_a_failure_keeps_its_exit_status(plugin_pytester, debian_reason):
 @pytest.mark.parametrize("args", [["-m", "not needs_device"], ["--collect-only"]],
                          ids=["no-device-test-selected", "collect-only"])
 def test_nothing_to_judge_is_not_tested_nothing(plugin_pytester, debian_reason, args):
+    """A run that selected no device test (-m "not needs_device") or ran none at all
+    (--collect-only) asked for nothing to judge: exit 0, no complaint."""
     res = _run(plugin_pytester, f"--qemu={DEBIAN}", *args)
     assert res.ret == pytest.ExitCode.OK
     assert "no device test ran" not in res.stdout.str()
@@ -90,6 +94,8 @@ def test_a_binary_found_by_default_is_not_judged(plugin_pytester, monkeypatch, t
 
 
 def test_reference_runs_the_device_test(plugin_pytester):
+    """Against the reference build the device test runs and passes: the exit status is 0
+    and no line says nothing was tested, so the check does not fire on a binary that works."""
     binary = reference_tool("qemu-system-arm")
     if binary is None:
         pytest.skip("no reference build (ci/build-qemu)")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO, reference_tool
-from ivflat.probe import ProbeError, probe, probe_uncached
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO, reference_tool
+from ivflat.qemu.probe import ProbeError, probe, probe_uncached
 
 DEBIAN_QEMU = Path("/usr/bin/qemu-system-arm")
 
@@ -45,6 +45,9 @@ def test_debian_stock_binary_is_type_only():
 @pytest.mark.skipif(reference_tool("qemu-system-arm") is None,
                     reason="no reference build: run ci/build-qemu")
 def test_reference_build_is_wired_with_qtest():
+    """The reference build is what the catalogue judges: the probe finds the device
+    user-creatable, wired with the suite's wiring and every property, with the qtest
+    accelerator, and no reason to skip."""
     caps = probe_uncached(reference_tool("qemu-system-arm"))
     assert caps.has_device_type and caps.user_creatable and caps.wired and caps.qtest_accel
     assert caps.missing_props == []
@@ -55,7 +58,7 @@ def test_reference_build_is_wired_with_qtest():
 def test_wiring_classified_by_its_realize_error():
     """The suite's wiring checks the addresses before the server; the upstream series'
     (v3) connects to the server first: their errors for `-device ivshmem-flat` alone."""
-    from ivflat.wirings import classify, semantics
+    from ivflat.device.wirings import classify, semantics
 
     ours = ("qemu-system-arm: -device ivshmem-flat: ivshmem-flat: property "
             "x-bus-address-iomem must be set to map the device registers")
@@ -66,11 +69,15 @@ def test_wiring_classified_by_its_realize_error():
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
+    """A --qemu that does not exist is a ProbeError that says so, not a traceback from deep
+    in a subprocess."""
     with pytest.raises(ProbeError, match="no such file"):
         probe_uncached(tmp_path / "qemu-system-arm")
 
 
 def test_non_qemu_binary_is_a_clear_error():
+    """A binary that is not a QEMU system emulator is refused as such, instead of being
+    probed into nonsense capabilities."""
     with pytest.raises(ProbeError, match="not a QEMU system emulator"):
         probe_uncached(Path("/bin/true"))
 
@@ -150,20 +157,20 @@ _PROBE_CHILD = """
 import json, os, sys
 from dataclasses import asdict
 from pathlib import Path
-import ivflat.probe
+import ivflat.qemu.probe
 
 binary, start_gate, store_gate = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-store = ivflat.probe._store
+store = ivflat.qemu.probe._store
 
 def store_together(*args):  # the real store, entered by all children at once
     print("probed", flush=True)
     os.read(store_gate, 1)
     store(*args)
 
-ivflat.probe._store = store_together
+ivflat.qemu.probe._store = store_together
 print("ready", flush=True)
 os.read(start_gate, 1)  # barrier: EOF for all once the parent closes its end
-print(json.dumps(asdict(ivflat.probe.probe(binary))))
+print(json.dumps(asdict(ivflat.qemu.probe.probe(binary))))
 """
 
 

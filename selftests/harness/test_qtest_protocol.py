@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.qtest import QTestDisconnected, QTestError, QTestProtocol, QTestTimeout
+from ivflat.host import timeouts
+from ivflat.protocol.qtest import QTestDisconnected, QTestError, QTestProtocol, QTestTimeout
 
 
 class Script:
@@ -57,6 +57,9 @@ def wire() -> Iterator[Callable[..., tuple[QTestProtocol, Script]]]:
 
 
 def test_irq_lines_between_request_and_reply_are_recorded_in_order(wire):
+    """IRQ lines QEMU writes around a reply are not replies: the read gets its OK value, and
+    every IRQ line lands in the log in the order it came, with increasing seq and the
+    level it set, so pulse counts see every edge."""
     proto, _ = wire(lambda line: ["IRQ raise 6", "OK 0x0000000000000005", "IRQ lower 6",
                                   "IRQ raise 3"])
     assert proto.readl(0x400FF008) == 5
@@ -76,18 +79,24 @@ def test_irq_lines_while_idle_wake_a_waiter(wire):
 
 
 def test_fail_reply_names_the_command(wire):
+    """A FAIL reply raises QTestError naming the request and QEMU's reason, so a failing test
+    says which access QEMU refused."""
     proto, _ = wire(lambda line: ["FAIL Unknown device"])
     with pytest.raises(QTestError, match=r"irq_intercept_in /machine/nope.*Unknown device"):
         proto.irq_intercept_in("/machine/nope")
 
 
 def test_err_reply_is_an_error_too(wire):
+    """An ERR reply (malformed request) is a QTestError too, never taken for a value."""
     proto, _ = wire(lambda line: ["ERR invalid argument size"])
     with pytest.raises(QTestError, match="invalid argument size"):
         proto.bufwrite(0x60000000, b"x")
 
 
 def test_eof_is_reported_as_disconnect_with_reason(wire):
+    """When QEMU closes the qtest socket the request fails as QTestDisconnected with why QEMU
+    went away, and every later request fails the same way instead of hanging: a crash
+    reads as a crash, not a protocol timeout."""
     a, b = socket.socketpair()
     proto = QTestProtocol(a, timeout=2, death_reason=lambda: "QEMU was killed by SIGABRT")
     b.close()
@@ -101,12 +110,16 @@ def test_eof_is_reported_as_disconnect_with_reason(wire):
 
 
 def test_no_reply_times_out_with_clear_message(wire):
+    """A request QEMU never answers raises QTestTimeout naming the request, within its bound:
+    a hung QEMU cannot hang the suite."""
     proto, _ = wire(lambda line: [], timeout=0.3)
     with pytest.raises(QTestTimeout, match=r"no reply to qtest command 'readl 0x10'"):
         proto.readl(0x10)
 
 
 def test_wait_irq_timeout_lists_what_came(wire):
+    """A wait for an IRQ that never comes times out naming the line and the IRQ events that
+    did come, so the failure shows what the device did instead."""
     proto, _ = wire(lambda line: ["IRQ raise 2", "OK"])
     proto.cmd("endianness")
     with pytest.raises(QTestTimeout, match=r"line 6 .*IRQ raise 2"):
@@ -134,6 +147,8 @@ def test_wire_format_of_accessors(wire):
 
 
 def test_transcript_keeps_both_directions(wire):
+    """The transcript records requests and everything QEMU wrote back, IRQ lines included:
+    the failure report and the reproducer replay it."""
     proto, _ = wire(lambda line: ["IRQ raise 6", "OK little"])
     assert not proto.big_endian()
     text = proto.transcript.text()

@@ -1,5 +1,5 @@
 """The JUnit XML says what was judged: QEMU, wiring, flavour, device source, suite version
-(issue 21, ivflat.run_facts).
+(issue 21, ivflat.plugin.run_facts).
 
 Why: a JUnit file kept by CI said which tests passed, not of which QEMU, with which wiring,
 build flavour or suite version. Read back from the file a real inner pytest run writes
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO, cache_dir
-from ivflat.probe import probe
-from ivflat.run_facts import DEVICE, UNKNOWN, binary_facts, suite_version
-from ivflat.under_test import buildinfo
+from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO, cache_dir
+from ivflat.plugin.run_facts import UNKNOWN, binary_facts, suite_version
+from ivflat.qemu.probe import probe
+from ivflat.qemu.under_test import buildinfo
 
 DEBIAN = Path("/usr/bin/qemu-system-arm")
 
@@ -35,6 +36,10 @@ def junit_properties(path: Path) -> dict[str, str]:
                                          ("reference-fixes", "")])
 def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: str,
                                      xdist: str) -> None:
+    """The JUnit XML of a run, serial or under xdist, of the reference build and of the fixed
+    one, names the binary, its version, wiring and flavour, the device source and its hash,
+    the bugs the build fixes, the server backend and the suite's git version, the build's
+    facts as its BUILDINFO.json records them: a kept result says what it judged."""
     binary = cache_dir() / build / "qemu-system-arm"
     if not binary.exists():
         pytest.skip(f"no {build} build (ci/build-qemu{' --with-fixes' * ('fixes' in build)})")
@@ -53,7 +58,7 @@ def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: st
     assert props["wiring_patch"] == info["wiring"] and "ci/patches/wiring/" in info["wiring"]
     assert props["flavour"] == "default"
     assert props["qemu_source"] == info["source"]
-    assert props["device_source_sha256"] == info["sources"][DEVICE]
+    assert props["device_source_sha256"] == info["sources"][DEVICE_SOURCE]
     assert len(props["device_source_sha256"]) == 64
     assert props["known_bugs_fixed"] == (",".join(sorted(info["fixes"]["bugs"]))
                                          if "fixes" in build else "none")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat import timeouts
+from ivflat.host import timeouts
 
 TESTS = """
 def test_a():
@@ -34,6 +34,9 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def test_named_tests_run_first_and_the_rest_keep_their_order(plugin_pytester):
+    """The tests --run-first names run first, in its order, and the rest follow in their own;
+    the user's selection still holds (a deselected test stays out) and a name nothing
+    matches is ignored, so the list never adds or drops tests."""
     first = plugin_pytester.path / "first.txt"
     first.write_text("test_order.py::test_c\n\ntest_order.py::test_b\nno_such.py::test_x\n")
     res = _run(plugin_pytester, "--collect-only", "-q", f"--run-first={first}", "-k", "not test_d")
@@ -44,6 +47,9 @@ def test_named_tests_run_first_and_the_rest_keep_their_order(plugin_pytester):
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_stop_at_the_first_failure_exits_1(plugin_pytester, xdist):
+    """-x stops at the first failure with exit 1, serial or under xdist (whose stop pytest
+    otherwise reads as an interrupt, exit 2): a bisect step takes 1 as "bad" and 2 as no
+    verdict."""
     first = plugin_pytester.path / "first.txt"
     first.write_text("test_order.py::test_c\n")
     res = _run(plugin_pytester, "-x", f"--run-first={first}", *xdist)

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
-from ivflat.faults import Fault
-from ivflat.qemu_server import QemuIvshmemServer
-from ivflat.server import IvshmemServer
-from ivflat.serverapi import ServerBackend, ServerError
+from ivflat.servers.api import ServerBackend, ServerError
+from ivflat.servers.faults import Fault
+from ivflat.servers.python_server import IvshmemServer
+from ivflat.servers.qemu_server import QemuIvshmemServer
 
 SIZE = 64 * 1024
 
@@ -44,6 +44,9 @@ def _crash(srv: ServerBackend) -> str:
 @pytest.mark.parametrize("kind", ["python", pytest.param("qemu", marks=pytest.mark.interop)])
 def test_dead_server_is_a_server_error(make_server: Callable[..., ServerBackend],
                                        kind: str) -> None:
+    """A server that died under a test, either backend, is a ServerError saying how it died,
+    from the next wait and from stop(), not a timeout; stop() still removes its socket and
+    shared memory, and reports the death once, so the fixture's own stop stays quiet."""
     srv = make_server(kind=kind, shm_size=SIZE)
     sock = srv.socket_path
     shm_path = srv.shm_path if isinstance(srv, QemuIvshmemServer) else None

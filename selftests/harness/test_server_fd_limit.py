@@ -3,7 +3,7 @@
 An fd sent over a unix socket counts against the sender's RLIMIT_NOFILE until the
 receiver reads it; past that, sendmsg fails with ETOOMANYREFS, and no poll event says when
 it would succeed again, so the server queues the message (with a dup of its fd) and
-retries on a short timer (ivflat.server_conn). Root is exempt (CAP_SYS_RESOURCE), so the
+retries on a short timer (ivflat.servers.connection). Root is exempt (CAP_SYS_RESOURCE), so the
 server runs here in a child process as ``nobody`` (setpriv) with a low RLIMIT_NOFILE,
 while this process plays clients that read nothing until the server has had to queue.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO, child_env
-from ivflat.wire import MessageReader, recv_msg
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO, child_env
+from ivflat.protocol.ivshmem import MessageReader, recv_msg
 
 PEERS, VECTORS = 4, 8
 # In flight if nobody reads: PEERS * (1 + PEERS * VECTORS) = 132 fds. Held by the server:
@@ -36,7 +36,7 @@ NOFILE = 100
 
 _CHILD = """
 import json, resource, sys
-from ivflat.server import IvshmemServer
+from ivflat.servers.python_server import IvshmemServer
 
 sock, peers, vectors, nofile = sys.argv[1], *map(int, sys.argv[2:5])
 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
@@ -77,8 +77,8 @@ def _unprivileged(workdir: Path, env: dict[str, str]) -> tuple[list[str], str]:
               "--clear-groups", "--"]
     errors = []
     for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
-        res = subprocess.run([*prefix, python, "-c", "import ivflat.server"], env=env,
-                             cwd=workdir, capture_output=True, text=True,
+        res = subprocess.run([*prefix, python, "-c", "import ivflat.servers.python_server"],
+                             env=env, cwd=workdir, capture_output=True, text=True,
                              timeout=timeouts.scaled(None, timeouts.START))
         if res.returncode == 0:
             return prefix, python
@@ -96,6 +96,10 @@ def _expected(peer: int) -> list[tuple[int, bool]]:
 
 
 def test_etoomanyrefs_is_retried_until_every_fd_is_delivered(short_tmp: Path) -> None:
+    """With more fds in flight than its RLIMIT_NOFILE allows, the server queues what
+    sendmsg refuses (ETOOMANYREFS) instead of taking the client for gone, and once the
+    clients read, every client gets every message with its fd, in QEMU's order, with
+    nothing left queued and no send error."""
     workdir = short_tmp / "srv"
     workdir.mkdir()
     env = {**child_env(), "PYTHONPATH": str(REPO / "fixtures")}

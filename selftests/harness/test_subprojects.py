@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ivflat.subprojects import NEEDED, TMP_SUFFIX, populate_subprojects
+from ivflat.ci.subprojects import NEEDED, TMP_SUFFIX, populate_subprojects
 
 REV = "f5772a62ec52591ff6870b7e8ef32482371f22c6"
 
@@ -33,6 +33,9 @@ def _all(rev: str = REV) -> dict[str, str]:
 
 
 def test_missing_ones_come_from_the_first_donor_that_has_them(tmp_path):
+    """Each subproject the tree lacks is copied whole (scripts included) from the first donor
+    that has it, in the donors' order, each copy said, and no temporary copy is left: a
+    build without network gets what it needs from trees already downloaded."""
     tree = _tree(tmp_path / "clone", _all())
     user = _tree(tmp_path / "user", _all(), have={"keycodemapdb": "user"})
     debian = _tree(tmp_path / "debian", _all(), have=dict.fromkeys(NEEDED, "debian"))
@@ -48,6 +51,8 @@ def test_missing_ones_come_from_the_first_donor_that_has_them(tmp_path):
 
 
 def test_present_ones_are_left_alone(tmp_path):
+    """Subprojects the tree already has are kept as they are and said to be present: a
+    donor never overwrites the tree's own."""
     tree = _tree(tmp_path / "clone", _all(), have=dict.fromkeys(NEEDED, "own"))
     debian = _tree(tmp_path / "debian", _all(), have=dict.fromkeys(NEEDED, "debian"))
     done = populate_subprojects(tree, [debian])
@@ -68,6 +73,9 @@ def test_incomplete_download_is_replaced(tmp_path):
 
 
 def test_no_donor_is_reported_and_nothing_created(tmp_path):
+    """A subproject no donor has (a donor with the wrap only, one that does not exist) is
+    reported MISSING with the donors looked in and a hint to download it, and nothing is
+    created, so configure's own error stays the one to read."""
     tree = _tree(tmp_path / "clone", {"keycodemapdb": REV})
     bare = _tree(tmp_path / "bare", _all())  # wraps only, nothing downloaded
     done = populate_subprojects(tree, [bare, tmp_path / "does-not-exist"])
@@ -86,6 +94,8 @@ def test_only_subprojects_the_tree_uses(tmp_path):
 
 
 def test_other_revision_is_used_and_said(tmp_path):
+    """A donor that pins another revision is still used, and the copy says both revisions:
+    a build with a mismatched subproject is possible, but never silent."""
     tree = _tree(tmp_path / "clone", {"keycodemapdb": "a" * 40})
     debian = _tree(tmp_path / "debian", {"keycodemapdb": "b" * 40},
                    have={"keycodemapdb": "debian"})

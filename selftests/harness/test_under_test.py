@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat import timeouts
-from ivflat.paths import REPO, reference_tool
-from ivflat.under_test import QEMU_ENV, named_qemu
+from ivflat.host import timeouts
+from ivflat.host.paths import REPO, reference_tool
+from ivflat.qemu.under_test import QEMU_ENV, named_qemu
 
 TESTS = """
 import pytest
@@ -44,6 +44,8 @@ def test_first_named_wins(monkeypatch: pytest.MonkeyPatch, first: str) -> None:
 
 @pytest.mark.parametrize("name", ["--qemu", "QEMU_TEST_QEMU_BINARY"])
 def test_tilde_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
+    """A binary named with ~, by --qemu or a variable, is found in $HOME: a shell that did
+    not expand the ~ (a quoted value, an ini file) still names the right binary."""
     monkeypatch.setenv("HOME", str(tmp_path))
     for var in QEMU_ENV:
         monkeypatch.delenv(var, raising=False)

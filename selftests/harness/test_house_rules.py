@@ -1,0 +1,57 @@
+"""The house rules a reviewer would otherwise check by eye: short modules, and a package map
+that names every module (issue 22's "where does X live" from the map alone).
+
+The layering itself is import-linter's job (pyproject.toml, run by .ci/run).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+
+import pytest
+
+from ivflat.host.paths import REPO
+
+MAX_LINES = 400  # the guide's "short modules (<= ~400 lines)"
+PACKAGE = REPO / "fixtures" / "ivflat"
+
+
+def _python_files() -> list[str]:
+    """Every tracked Python file: *.py and the extension-less ci/ commands with a python
+    shebang."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    files = []
+    for name in filter(None, tracked):
+        path = REPO / name
+        if name.endswith(".py"):
+            files.append(name)
+        elif name.startswith("ci/") and path.is_file() and "/" not in name[3:]:
+            with path.open("rb") as f:
+                if f.readline().startswith(b"#!/usr/bin/env python"):
+                    files.append(name)
+    return files
+
+
+def test_no_module_is_longer_than_the_limit():
+    """No Python module of the suite (harness, tests, ci/ commands) is over MAX_LINES: a
+    longer one is split by concern, not grown."""
+    long = {f: n for f in _python_files()
+            if (n := len((REPO / f).read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by concern): {long}"
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.relative_to(PACKAGE.parent).as_posix()
+                                           for p in PACKAGE.rglob("__init__.py")))
+def test_package_map_names_every_module(package):
+    """Every package's __init__ docstring names each of its modules and sub-packages, so the
+    map alone says where a thing lives; a new module without a line there fails."""
+    pkg_dir = PACKAGE.parent / package
+    doc = ast.get_docstring(ast.parse((pkg_dir / "__init__.py").read_text())) or ""
+    members = sorted({p.stem for p in pkg_dir.glob("*.py") if p.stem != "__init__"}
+                     | {p.parent.name for p in pkg_dir.glob("*/__init__.py")})
+    named = ("``{}``", "``{}/``", ":mod:`.{}`")
+    missing = [m for m in members if not any(form.format(m) in doc for form in named)]
+    assert doc, f"{package}/__init__.py has no docstring (the package's map)"
+    assert not missing, f"{package}/__init__.py's map does not name: {missing}"
