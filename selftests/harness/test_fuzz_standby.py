@@ -59,6 +59,15 @@ def _ready(code: str) -> subprocess.Popen[str]:
     return proc
 
 
+def _stop(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.stdout.close()
+
+
 def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
     """The screen alone sees the spin (the median of ten screens: on a loaded machine a
     runnable process gets its slices within CFS's period, all but rarely), and so does
@@ -71,12 +80,7 @@ def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
         assert statistics.median(shares) >= IDLE_SUSPECT, shares
         assert cpu_share(spin.pid, IDLE_WINDOW) >= IDLE_SUSPECT
     finally:
-        for proc in (spin, idle):
-            proc.kill()
-            proc.wait()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.close()
-            proc.stdout.close()
+        _stop(spin, idle)
 
 
 def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
@@ -93,9 +97,4 @@ def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
         assert cpu_share(vcpu.pid, IDLE_WINDOW, clock=main_loop_ns) < IDLE_SUSPECT
         assert cpu_share(main.pid, IDLE_WINDOW, clock=main_loop_ns) >= IDLE_SUSPECT
     finally:
-        for proc in (vcpu, main):
-            proc.kill()
-            proc.wait()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.close()
-            proc.stdout.close()
+        _stop(vcpu, main)
