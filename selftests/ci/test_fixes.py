@@ -50,6 +50,9 @@ def _series(d: Path, first_old: str) -> None:
 
 
 def test_first_variant_that_applies_and_the_wiring_taken_off(tmp_path: Path) -> None:
+    """fill() takes the cache tree's wiring patch off the copy, then applies the first variant
+    of the series that applies (here the 10.0 backport, not master's), patches only (not the
+    cover letter), records what it applied, and leaves the source tree untouched."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.c").write_text("keep\nwired\n")
@@ -72,6 +75,8 @@ def test_first_variant_that_applies_and_the_wiring_taken_off(tmp_path: Path) -> 
 
 
 def test_no_variant_applies_is_a_skip_quoting_git(tmp_path: Path) -> None:
+    """When no variant of the series applies, fill() raises Skip quoting git's complaint (the
+    patch and the file), so the reason reaches the user instead of a half-patched tree."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.c").write_text("keep\nsomething else\n")
@@ -138,6 +143,9 @@ def test_a_claimed_fix_the_binary_lacks_fails_the_test(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_known_bug_test_passes_on_reference_fixes(tmp_path: Path) -> None:
+    """On the real ``reference-fixes`` build, the bugs read from its BUILDINFO.json are those
+    with a fix, --list-known-bugs says each is fixed, and every known-bug test passes (the
+    ASan-only one aside) with no xfail left; the shipped patches stay unchanged in git."""
     binary = _reference("reference-fixes")
     info = json.loads((binary.parent / "BUILDINFO.json").read_text())
     # read from the patches it applied, against the registry as it is now

@@ -40,6 +40,8 @@ def _tree(tmp_path: Path) -> Path:
 
 
 def test_mutated_restores_on_exit_and_error(tmp_path: Path) -> None:
+    """``mutated()`` has the mutant in the device source inside the block and the original back
+    after it, whether the block ends normally or raises, with nothing left to restore."""
     bdir = _tree(tmp_path)
     src = devsource.device_source(bdir)
     with devsource.mutated(bdir, "return 1;", "return 2;"):

@@ -39,6 +39,9 @@ def mail_ready(text: str) -> None:
 
 
 def test_validate_text_is_mail_ready(tmp_path: Path) -> None:
+    """The text report of ci/validate-patch is mail-ready (72 columns, no local path): its
+    verdict line first, then the series, Message-Id, base, QEMU version, wiring and suite
+    version, the newly failing test, and Tested-by last."""
     before, after = side(tmp_path, "before"), side(tmp_path, "after")
     after.build.log.write_text("$ ci/build-qemu ...\n" + WIRED)
     ctx = context(tmp_path)
@@ -61,6 +64,8 @@ def test_validate_text_is_mail_ready(tmp_path: Path) -> None:
 
 
 def test_validate_json_has_the_same_facts(tmp_path: Path) -> None:
+    """The JSON report carries the text's facts under the versioned schema: verdict, series,
+    base, QEMU version, wiring, suite version, fixed bugs and the changes by group."""
     before, after = side(tmp_path, "before"), side(tmp_path, "after")
     after.build.log.write_text(WIRED)
     ctx = context(tmp_path)
@@ -94,6 +99,9 @@ def test_message_id_read_from_a_real_series(tmp_path: Path) -> None:
 
 def test_bisect_report_has_a_fixes_line(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """ci/bisect's text report is mail-ready with a ``Fixes:`` line for the first bad commit,
+    the range, QEMU version and wiring, and its failing tests indented however long their
+    ids; the JSON has the same facts under the versioned schema."""
     repo = fake_qemu_repo(tmp_path / "qemu", device=True)
     (repo / "VERSION").write_text("9.2.50\n")
     subject = "hw/misc/ivshmem-flat: report IVPOSITION 1-based like the guest driver expects"
@@ -140,6 +148,8 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
 
 def test_tested_by_defaults_to_git_identity(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty --tested-by takes git's user name and email, a given one is used as is, none
+    means no line; with no git identity to take, the error names user.name."""
     cfg = tmp_path / "gitconfig"
     cfg.write_text("[user]\n\tname = A U Thor\n\temail = author@example.org\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))

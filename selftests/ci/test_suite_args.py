@@ -22,4 +22,6 @@ from ivflat.ci.suite import names_tests
 ])
 def test_pytest_args_that_name_tests_replace_the_catalogue(args: list[str],
                                                            named: bool) -> None:
+    """Arguments that name test files or directories replace the catalogue; options alone
+    (-k, -n, --ignore, --deselect, -x) and a path that does not exist filter it."""
     assert names_tests(args) is named
