@@ -132,6 +132,7 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
     assert f"First bad commit: {first}" in lines
     assert "QEMU:   9.2.50" in lines and f"Wiring: {WIRING}" in lines
     assert f"Range:  {good[:12]}..{first[:12]} (2 commits)" in lines
+    assert "pytest: qtests/ -k ivposition" in lines  # no test named: the catalogue
     tests = text.split("Failing tests at it:\n")[1].split("\n\n")[0].splitlines()
     assert [ln.split()[0] for ln in tests if ln.startswith("  qtests")] == \
         [f.split()[0] for f in failed]
@@ -144,6 +145,33 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
     assert doc["fixes"] == f'Fixes: {first[:12]} ("{subject}")'
     assert doc["first"]["commit"] == first and doc["verdict"] == "found"
     assert (doc["qemu_version"], doc["wiring"], doc["tests"]) == ("9.2.50", WIRING, failed)
+
+
+def test_reverse_bisect_report_names_the_tests_asked_for(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tests named after ``--`` run instead of the catalogue: the pytest line shows just
+    them (as the steps ran them), and the fixed tests are told in the user's terms."""
+    repo = fake_qemu_repo(tmp_path / "qemu", device=True)
+    broken, first = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
+    run = tmp_path / "run"
+    (run / "steps" / first[:12]).mkdir(parents=True)
+    (run / "steps" / first[:12] / "build.log").write_text(WIRED)
+    failed = ["qtests/test_hostile_server.py::test_x  (assert 0 == 1)"]
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"commit": first, "title": f"{first[:7]} two", "verdict": "good", "build_s": 30.0,
+         "test_s": 4.0},
+        {"commit": broken, "title": f"{broken[:7]} one", "verdict": "bad", "build_s": 30.0,
+         "test_s": 4.0, "failed": failed})))
+    args = ["qtests/test_hostile_server.py", "-k", "test_x", "--runxfail"]
+    asked = Outcome(broken, first, 1, False, True, "default", args, [], 0.0)
+    assert bisectreport.report(repo, run, first, [], 60.0, broken, asked, "text") == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert "pytest: qtests/test_hostile_server.py -k test_x --runxfail" in lines, text
+    assert f"First fixed commit: {first}" in lines
+    fixed = text.split("Tests it fixes (failing before it, passing from it on):\n")[1]
+    assert fixed.splitlines()[0] == f"  {failed[0]}"
+    assert "BROKEN" not in text
 
 
 def test_tested_by_defaults_to_git_identity(tmp_path: Path,
