@@ -181,8 +181,7 @@ def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Pa
     Its tests (the hostile server's disconnect, and the ivshmem-pci comparison) turn from
     xfail (a crash matched by the bug's signature) to XPASS(strict); the tool says FIXED
     with the id, nothing regressed, exit 0, and the Markdown report says so too. (Not
-    own-vector-opaque, the first patch: its xfails wait out a pulse that never comes,
-    10 s a test on each of the four runs of the base, and prove nothing more here.)"""
+    own-vector-opaque, the first patch: its tests would prove nothing more here.)"""
     bug = known_bugs.get("disconnect-own-id")
     assert bug.fix is not None
     mbox = tmp_path / "series.mbx"
