@@ -67,6 +67,18 @@ def test_wrong_protocol_version_is_refused(make_server, launch_vm):
     vm.expect_error_exit("version")
 
 
+@known_bug("shm-map-error-ignored", raises=AssertionError)
+def test_unmappable_shm_fd_is_a_clean_error(make_server, launch_vm):
+    """A shared memory fd of the right size that cannot be mapped (a memfd sealed against
+    writes: fstat() is happy, a shared writable mmap() fails with EPERM) must fail realize
+    with the mapping's error, as ivshmem-pci's does, not leave the guest a hole where its
+    shared memory should be (reads 0, writes lost)."""
+    server = make_server(kind="python", fault=Fault.SEALED_SHM_FD)
+    vm = launch_vm(server, wait_ready=False)
+    assert not _came_up(vm), "QEMU accepted a shared memory fd it cannot map"
+    vm.expect_error_exit("map")
+
+
 def _came_up(vm) -> bool:
     """Whether the machine came up (qtest answers), i.e. the device's realize succeeded."""
     from ivflat.protocol.qtest import QTestDisconnected

@@ -17,6 +17,9 @@ from ivflat.host.timeouts import scaled
 
 
 def test_one_table_with_qemu_beside_the_harness() -> None:
+    """ci/bench prints one table headed figure/median/min/max/n with a row for bare QEMU
+    start-up, start-up with the device, the harness's launch and the fuzzer's steps per
+    second; every median is a measured, positive figure over the runs asked for."""
     if reference_tool("qemu-system-arm") is None:
         pytest.skip("no reference build (ci/build-qemu)")
     res = subprocess.run([sys.executable, str(REPO / "ci" / "bench"), "--runs", "2",

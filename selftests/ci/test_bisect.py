@@ -64,6 +64,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)
 
 
 def test_bisect_names_the_breaking_commit(history: History) -> None:
+    """ci/bisect names the breaking commit and one of BAD's failing tests, each failure an
+    assert on the register (not a fixture error); the unbuildable commit is skipped with
+    its reason; a step inside `git bisect run` stops at the first failure and the report
+    says so; the subprojects git lacks are copied from the user's checkout; the user's repo,
+    the private clone and the process table are left as they were."""
     repo, work = history["repo"], history["work"]
     for name in NEEDED:  # as in a fresh clone: the next build must copy them again
         shutil.rmtree(work / "subprojects" / name, ignore_errors=True)
@@ -271,6 +276,10 @@ def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
 @pytest.mark.parametrize("form", ["format-patch", "diff-u"])
 def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
                                              form: str) -> None:
+    """ci/validate-patch, given the breaking commit as a format-patch or a plain diff, exits 1
+    with REGRESSED and the IVPOSITION test newly failing, each change reproduced 3/3; it
+    leaves the user's repo, its clone and the process table as they were, and its run
+    directory keeps logs and JUnit of every side, never a QEMU binary."""
     repo, work = history["repo"], history["work"]
     if form == "format-patch":
         patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))

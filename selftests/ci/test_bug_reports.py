@@ -42,11 +42,16 @@ def _seconds(bug: known_bugs.KnownBug) -> float:
 
 
 def test_committed_reports_are_what_the_registry_generates() -> None:
+    """The reports in ci/patches/reports/ are what ci/bug-reports makes of the registry now: a
+    report that drifted from the registry would tell a maintainer something the suite no
+    longer says."""
     stale = bugreports.drift()
     assert stale == [], f"stale reports {stale}: run ci/bug-reports and commit the result"
 
 
 def test_every_registered_bug_has_one_report() -> None:
+    """Each registered bug has exactly one report and one reproducer, and nothing else has
+    either: a new bug without them, or a stale one left behind, fails here."""
     assert set(bugreports.generate()) == {f"{b.id}.md" for b in known_bugs.BUGS}
     assert set(bugreports.REPROS) == set(known_bugs.BY_ID)
 
@@ -62,6 +67,8 @@ def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize("bug", known_bugs.BUGS, ids=lambda b: b.id)
 def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug) -> None:
+    """Each reproducer, run as a maintainer would, says ``BUG:`` and exits 1 on the reference
+    build (an ASan one for an ASan-only bug), where the bug is present."""
     rc, out = bugreports.run(bug, _build_for(bug, fixed=False), _seconds(bug))
     assert (rc, bugreports.verdict(out)[:4]) == (1, "BUG:"), out
 
@@ -69,5 +76,7 @@ def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("bug", [b for b in known_bugs.BUGS if b.fix], ids=lambda b: b.id)
 def test_reproducer_sees_no_bug_with_the_fix(bug: known_bugs.KnownBug) -> None:
+    """Each reproducer of a bug with a fix says ``OK:`` and exits 0 on the build carrying the
+    fix series: with the BUG test above, proof that its check can fail both ways."""
     rc, out = bugreports.run(bug, _build_for(bug, fixed=True), _seconds(bug))
     assert (rc, bugreports.verdict(out)[:3]) == (0, "OK:"), out

@@ -51,6 +51,9 @@ def _entries(cache: Path) -> list[str]:
 
 
 def test_what_a_sigkill_leaves_is_swept_only_once_its_owner_is_dead(tmp_path: Path) -> None:
+    """A half-unpacked tree's temporary, a fuzz example's directory (both of SIGKILLed
+    processes) and the probe cache's orphaned temporary are swept by the next run; the
+    temporaries of a live run (this one) and the tree's lock file are kept."""
     cache = tmp_path / "cache"
     env = dict(os.environ, IVSHMEM_SUITE_CACHE=str(cache))
     tree = cache / "src" / "debian" / "qemu-x"

@@ -73,6 +73,9 @@ def gcov_build(tmp_path: Path) -> Path:
 
 
 def test_lines_branches_and_html_from_real_counters(gcov_build: Path, tmp_path: Path) -> None:
+    """From real gcov counters, ci/coverage reports the never-called function, the lines never
+    run and the branch never taken by line number, with the same figures in its text, gcovr's
+    HTML (the untaken branch highlighted), the .gcov file and the JSON."""
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, str(COVERAGE), "--build", str(gcov_build),
                           "--no-run", "--html", "--out", str(out)],

@@ -41,6 +41,9 @@ PATCHES = [p for p in sorted(fixes.FIXES_DIR.glob("*.patch")) if "cover-letter" 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.name[:4])
 def test_fix_is_checkpatch_clean_and_unsigned(patch: Path) -> None:
+    """Each patch of the fix series is clean under QEMU's checkpatch.pl --no-signoff, and the
+    only error without that flag is the missing Signed-off-by: the poster adds theirs, and
+    nobody else's may be in it."""
     if shutil.which("perl") is None:
         pytest.skip("perl is missing (Debian's perl-base has it)")
     script = _checkpatch()

@@ -50,6 +50,9 @@ def _series(d: Path, first_old: str) -> None:
 
 
 def test_first_variant_that_applies_and_the_wiring_taken_off(tmp_path: Path) -> None:
+    """fill() takes the cache tree's wiring patch off the copy, then applies the first variant
+    of the series that applies (here the 10.0 backport, not master's), patches only (not the
+    cover letter), records what it applied, and leaves the source tree untouched."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.c").write_text("keep\nwired\n")
@@ -72,6 +75,8 @@ def test_first_variant_that_applies_and_the_wiring_taken_off(tmp_path: Path) -> 
 
 
 def test_no_variant_applies_is_a_skip_quoting_git(tmp_path: Path) -> None:
+    """When no variant of the series applies, fill() raises Skip quoting git's complaint (the
+    patch and the file), so the reason reaches the user instead of a half-patched tree."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.c").write_text("keep\nsomething else\n")
@@ -89,7 +94,7 @@ def test_registry_fixes_name_the_shipped_patches() -> None:
     shipped = {p.name for p in fixes.FIXES_DIR.glob("*.patch")}
     for bug in _with_fix():
         assert bug.fix in shipped, bug.id
-    assert fixes.bugs_fixed(sorted(shipped)) == [b.id for b in _with_fix()]
+    assert known_bugs.fixed_by(sorted(shipped)) == {b.id for b in _with_fix()}
 
 
 def _with_fix() -> list[known_bugs.KnownBug]:
@@ -97,10 +102,13 @@ def _with_fix() -> list[known_bugs.KnownBug]:
 
 
 def test_buildinfo_fixes_are_read_beside_the_binary(tmp_path: Path) -> None:
+    """The bugs a build fixes are those whose fix is among the patches its BUILDINFO.json
+    records, read against the registry now; none without the file or with a broken one."""
     binary = tmp_path / "qemu-system-arm"
     assert fixed_in_build(binary) == frozenset()  # no BUILDINFO.json
+    fix = known_bugs.get("version-unchecked").fix
     (tmp_path / "BUILDINFO.json").write_text(json.dumps(
-        {"fixes": {"bugs": ["version-unchecked", "no-such-bug"]}}))
+        {"fixes": {"patches": [fix, "0099-not-a-fix-of-ours.patch"]}}))
     assert fixed_in_build(binary) == {"version-unchecked"}
     (tmp_path / "BUILDINFO.json").write_text("{truncated")
     assert fixed_in_build(binary) == frozenset()
@@ -135,9 +143,13 @@ def test_a_claimed_fix_the_binary_lacks_fails_the_test(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_known_bug_test_passes_on_reference_fixes(tmp_path: Path) -> None:
+    """On the real ``reference-fixes`` build, the bugs read from its BUILDINFO.json are those
+    with a fix, --list-known-bugs says each is fixed, and every known-bug test passes (the
+    ASan-only one aside) with no xfail left; the shipped patches stay unchanged in git."""
     binary = _reference("reference-fixes")
     info = json.loads((binary.parent / "BUILDINFO.json").read_text())
-    assert info["fixes"]["bugs"] == [b.id for b in _with_fix()]
+    # read from the patches it applied, against the registry as it is now
+    assert known_bugs.fixed_by(info["fixes"]["patches"]) == {b.id for b in _with_fix()}
     tests = [t for b in _with_fix() for t in b.tests]
     listing = _pytest("--list-known-bugs", f"--qemu={binary}")
     assert listing.stdout.count("fixed in this build") == \

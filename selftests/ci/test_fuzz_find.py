@@ -18,6 +18,9 @@ def _failure(diverged: list[str], at: float) -> Failure:
 
 
 def test_rediscovered_bugs_are_switched_back_on() -> None:
+    """In find mode the model starts with every bug fixed; each failure it attributes to known
+    bugs switches those back on, records when each was first rediscovered, and says so, so the
+    campaign goes on to look for the others."""
     config, stats, out = FuzzConfig(binary=Path("q"), mode="find"), Stats(), io.StringIO()
     assert config.bugs == FIXED
     config = moved_on(config, _failure(["version-unchecked"], 6.5), stats, out)
@@ -31,6 +34,9 @@ def test_rediscovered_bugs_are_switched_back_on() -> None:
 
 
 def test_new_bugs_expect_mode_and_only_change_nothing() -> None:
+    """A failure no known bug explains, any failure in expect mode, and one of the bug chosen
+    with --only leave the configuration as it was and count no rediscovery: only find mode
+    over all bugs switches bugs back on."""
     stats = Stats()
     find = FuzzConfig(binary=Path("q"), mode="find")
     assert moved_on(find, _failure([], 1.0), stats, io.StringIO()) == find  # a new bug

@@ -13,6 +13,7 @@ costs seconds once built.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -37,6 +38,7 @@ QEMU_GIT = os.environ.get("IVSHMEM_QEMU_GIT")
 NO_QEMU_GIT = "needs $IVSHMEM_QEMU_GIT (a QEMU clone) for QEMU's own CI files"
 SECTION_START = re.compile(r"section_start:\d+:(\w+)\r\x1b\[0K(.*)")
 SECTION_END = re.compile(r"section_end:\d+:(\w+)\r\x1b\[0K")
+VAR_REF = re.compile(r"\$(?:(\w+)|\{(\w+)\})")
 
 
 def qemu_file(path: str) -> str:
@@ -52,11 +54,24 @@ def merged(base: Any, over: Any) -> Any:
     return over
 
 
+def definitions(base: str | None = None) -> dict[str, Any]:
+    """The job file's definitions over .base_job_template from *base* (YAML text), else
+    from the standalone file."""
+    return {**yaml.safe_load(base if base is not None else STANDALONE.read_text()),
+            **yaml.safe_load(JOB_FILE.read_text())}
+
+
+def ancestors(name: str) -> list[str]:
+    """Every definition job *name* extends, directly or not."""
+    parents = definitions()[name].get("extends", [])
+    parents = [parents] if isinstance(parents, str) else parents
+    return [*parents, *(a for p in parents for a in ancestors(p))]
+
+
 def resolved(name: str, base: str | None = None) -> dict[str, Any]:
     """Job *name* with its ``extends`` applied; .base_job_template from *base* (YAML text),
     else from the standalone file."""
-    defs = {**yaml.safe_load(base if base is not None else STANDALONE.read_text()),
-            **yaml.safe_load(JOB_FILE.read_text())}
+    defs = definitions(base)
 
     def resolve(spec: dict[str, Any]) -> dict[str, Any]:
         parents = spec.get("extends", [])
@@ -67,16 +82,30 @@ def resolved(name: str, base: str | None = None) -> dict[str, Any]:
     return resolve(defs[name])
 
 
-def job_env(overrides: dict[str, str]) -> dict[str, str]:
-    """The job's variables, overridden like pipeline variables, $VARs expanded in order."""
-    env = dict(os.environ, **{k: v for k, v in overrides.items() if k == "CI_PROJECT_DIR"})
-    for key, value in resolved("ivshmem-flat")["variables"].items():
-        if key in overrides:
-            env[key] = overrides[key]
-            continue
-        for name, val in env.items():
-            value = str(value).replace(f"${name}", val)
-        env[key] = value
+def matrix_cells(name: str) -> list[dict[str, str]]:
+    """The variables of each job GitLab makes of job *name*'s ``parallel:matrix``: per
+    entry, every combination of its variables' values (a single value is a list of one)."""
+    cells = []
+    for entry in resolved(name)["parallel"]["matrix"]:
+        values = [v if isinstance(v, list) else [v] for v in entry.values()]
+        cells += [dict(zip(entry, combo, strict=True)) for combo in itertools.product(*values)]
+    return cells
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """*value* with its $VAR / ${VAR} of *env* replaced, as GitLab's runner expands a
+    job's variables (one that *env* lacks stays as written)."""
+    return VAR_REF.sub(lambda m: env.get(m[1] or m[2], m[0]), value)
+
+
+def job_env(overrides: dict[str, str], job: str = "ivshmem-flat",
+            cell: dict[str, str] | None = None) -> dict[str, str]:
+    """Job *job*'s variables (with its matrix *cell*'s), overridden like pipeline
+    variables, $VARs expanded in order."""
+    env = dict(os.environ, **{k: v for k, v in overrides.items() if k == "CI_PROJECT_DIR"},
+               **(cell or {}))
+    for key, value in resolved(job)["variables"].items():
+        env[key] = overrides[key] if key in overrides else expand(str(value), env)
     return env
 
 
@@ -98,8 +127,9 @@ def test_jobs_follow_qemus_conventions() -> None:
     no default, the binary path from --print-binary, and balanced sections."""
     spec = resolved("ivshmem-flat")
     raw = yaml.safe_load(JOB_FILE.read_text())
-    for name in ("ivshmem-flat", "ivshmem-flat-container"):
-        assert ".base_job_template" in raw[name]["extends"]
+    for name in ("ivshmem-flat", "ivshmem-flat-matrix", "ivshmem-flat-container"):
+        assert ".base_job_template" in ancestors(name)
+        assert ".ivshmem_flat_vars" in ancestors(name)
         assert "rules" not in raw[name] and "rules" in resolved(name)
     assert spec["image"] == "$IVSHMEM_IMAGE"
     assert spec["variables"]["IVSHMEM_IMAGE"].endswith(":$IVSHMEM_SUITE_REF")
@@ -124,6 +154,73 @@ def test_jobs_follow_qemus_conventions() -> None:
     docker = (GITLAB / "ivshmem-flat.docker").read_text()
     assert "RUN /opt/ivshmem-flat-suite/ci/install-deps" in docker
     assert spec["variables"]["IVSHMEM_SUITE_DIR"] == "/opt/ivshmem-flat-suite"
+
+
+def test_matrix_runs_the_jobs_lines_per_tree_and_flavour() -> None:
+    """ivshmem-flat-matrix expands to the 6 cells (3 trees x 2 flavours), runs the test
+    job's very lines (one definition), and gives each cell its own output directory,
+    artifacts, JUnit report and ccache, so no cell's files hide another's."""
+    cells = matrix_cells("ivshmem-flat-matrix")
+    assert sorted((c["IVSHMEM_TREE"], c["IVSHMEM_FLAVOUR"]) for c in cells) == sorted(
+        itertools.product(["reference", "master", "series"], ["default", "sanitize"]))
+    matrix, single = resolved("ivshmem-flat-matrix"), resolved("ivshmem-flat")
+    for key in ("image", "needs", "timeout", "before_script", "script"):
+        assert matrix[key] == single[key], key
+    assert matrix["cache"]["when"] == "always" and matrix["artifacts"]["when"] == "always"
+    assert single["variables"]["IVSHMEM_TREE"] == "series"
+    assert single["variables"]["IVSHMEM_FLAVOUR"] == "default"
+    project = "/builds/qemu"
+    outs, keys = set(), set()
+    for cell in cells:
+        env = job_env({"CI_PROJECT_DIR": project}, "ivshmem-flat-matrix", cell)
+        rel = f"ivshmem-flat-{cell['IVSHMEM_TREE']}-{cell['IVSHMEM_FLAVOUR']}"
+        assert env["IVSHMEM_OUT"] == f"{project}/{rel}"
+        assert [expand(p, env) for p in matrix["artifacts"]["paths"]] == [f"{rel}/"]
+        assert expand(matrix["artifacts"]["reports"]["junit"], env) == f"{rel}/junit.xml"
+        outs.add(env["IVSHMEM_OUT"])
+        keys.add(expand(matrix["cache"]["key"], env))
+    assert len(outs) == len(keys) == len(cells) == 6
+
+
+def build_args(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The build section's lines before ci/build-qemu, run in bash with *env*; stdout is
+    then the arguments ci/build-qemu gets (before --print-binary), one a line."""
+    script = resolved("ivshmem-flat-matrix")["script"]
+    start = script.index(next(ln for ln in script if ln.startswith("section_start build")))
+    build = script.index(next(ln for ln in script if ln.startswith("ci/build-qemu ")))
+    assert script[build].startswith('ci/build-qemu "${build_args[@]}" --print-binary ')
+    echo = "for a in \"${build_args[@]}\"; do printf '%s\\n' \"$a\"; done"
+    steps = [*script[start + 1:build], echo]
+    return subprocess.run(["bash", "-eo", "pipefail", "-c", "\n".join(steps)], env=env,
+                          cwd=cwd, capture_output=True, text=True)
+
+
+def test_matrix_cells_build_their_tree(tmp_path: Path) -> None:
+    """Each cell's build arguments: reference ci/build-qemu's default source, series the
+    pipeline's checkout, master upstream's master branch fetched into that checkout (from
+    QEMU_UPSTREAM, here a local repository whose other branch must not be taken); sanitize
+    adds --sanitize. An unknown tree stops the job (exit 2), saying so."""
+    project, upstream = tmp_path / "fork", tmp_path / "upstream"
+    for repo in (project, upstream):
+        git(tmp_path, "init", "-q", "-b", "master", str(repo))
+        git(repo, "commit", "-q", "--allow-empty", "-m", f"{repo.name}")
+    master = git(upstream, "rev-parse", "HEAD")
+    git(upstream, "checkout", "-q", "-b", "next")
+    git(upstream, "commit", "-q", "--allow-empty", "-m", "not master")
+    src = ["--source", str(project)]
+    want = {"reference": [], "series": src, "master": [*src, "--rev", "FETCH_HEAD"]}
+    for cell in matrix_cells("ivshmem-flat-matrix"):
+        env = job_env({"CI_PROJECT_DIR": str(project), "QEMU_UPSTREAM": str(upstream)},
+                      "ivshmem-flat-matrix", cell)
+        res = build_args(env, tmp_path)
+        assert res.returncode == 0, (cell, res.stderr)
+        flavour = [] if cell["IVSHMEM_FLAVOUR"] == "default" else ["--sanitize"]
+        assert res.stdout.splitlines() == [*want[cell["IVSHMEM_TREE"]], *flavour], cell
+    assert git(project, "rev-parse", "FETCH_HEAD") == master
+    bad = job_env({"CI_PROJECT_DIR": str(project)}, "ivshmem-flat-matrix",
+                  {"IVSHMEM_TREE": "stable", "IVSHMEM_FLAVOUR": "default"})
+    res = build_args(bad, tmp_path)
+    assert res.returncode == 2 and "IVSHMEM_TREE is stable, not reference" in res.stdout
 
 
 def test_standalone_base_is_qemus_for_what_the_jobs_use() -> None:
@@ -178,34 +275,39 @@ def test_unpinned_suite_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists() and not (tmp_path / "ivshmem-flat").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(int(scaled(TOOL_TIMEOUT)))
-def test_job_steps_run_in_order_locally(tmp_path: Path) -> None:
-    """before_script + script in one bash, on a clone of Debian's QEMU source (as the
-    fork's checkout), the suite cloned at this checkout's HEAD commit (the pinned ref):
-    exit 0, the build reused, its path from --print-binary, timed sections, JUnit with the
-    selected tests passed and the properties naming the QEMU and the suite's commit,
-    BUILDINFO and the build log kept for the artifacts."""
+def run_locally(tmp_path: Path, job: str, cell: dict[str, str] | None,
+                overrides: dict[str, str]) -> tuple[Path, str]:
+    """Job *job*'s before_script + script in one bash, on a clone of Debian's QEMU source
+    (as the fork's checkout), the suite cloned at this checkout's HEAD commit (the pinned
+    ref), `-k test_ivposition`; checks exit 0, the suite's commit and the sections, and
+    returns the output directory (IVSHMEM_OUT) and that commit."""
     try:
         base = debian_base_repo()
     except UserError as exc:
         pytest.skip(str(exc))
     project = tmp_path / "qemu-fork"
     subprocess.run(["git", "clone", "-q", "--shared", str(base), str(project)], check=True)
-    out, suite = tmp_path / "out", tmp_path / "suite"
+    suite = tmp_path / "suite"
     head = git(REPO, "rev-parse", "HEAD")
     env = job_env({"CI_PROJECT_DIR": str(project), "IVSHMEM_SUITE_DIR": str(suite),
                    "IVSHMEM_SUITE_URL": str(REPO), "IVSHMEM_SUITE_REF": head,
-                   "IVSHMEM_SUITE_CACHE": str(cache_dir()), "IVSHMEM_OUT": str(out),
-                   "PYTEST_ARGS": "-k test_ivposition"})
+                   "IVSHMEM_SUITE_CACHE": str(cache_dir()),
+                   "PYTEST_ARGS": "-k test_ivposition", **overrides}, job, cell)
     assert env["IVSHMEM_SKIP_INSTALL"] == "1"
-    spec = resolved("ivshmem-flat")
+    spec = resolved(job)
     steps = "\n".join([*spec["before_script"], *spec["script"]])
     res = run_tool(["bash", "-eo", "pipefail", "-c", steps], env=env, cwd=project)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert git(suite, "rev-parse", "HEAD") == head
     assert sections(res.stdout) == [("start", "suite"), ("end", "suite"), ("start", "build"),
                                     ("end", "build"), ("start", "test"), ("end", "test")]
+    return Path(env["IVSHMEM_OUT"]), head
+
+
+def check_outputs(out: Path, head: str) -> Path:
+    """The artifacts of a job run in *out*: the binary's path from --print-binary, the
+    build log, BUILDINFO, JUnit with the selected tests passed and the properties naming
+    that QEMU and the suite's commit *head*. Returns the binary."""
     binary = Path((out / "qemu-path").read_text().strip())
     assert binary.is_absolute() and binary.name == "qemu-system-arm" and binary.exists()
     assert "build-qemu:" in (out / "build.log").read_text()
@@ -217,3 +319,28 @@ def test_job_steps_run_in_order_locally(tmp_path: Path) -> None:
     cases = list(root.iter("testcase"))
     assert cases and any("ivposition" in c.get("name", "") for c in cases)
     assert all(len(c) == 0 for c in cases), "a selected test did not pass"
+    return binary
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(scaled(TOOL_TIMEOUT)))
+def test_job_steps_run_in_order_locally(tmp_path: Path) -> None:
+    """The test job's before_script + script run locally (see run_locally) on the fork's
+    checkout: exit 0, the build reused, its path from --print-binary, timed sections, JUnit
+    with the selected tests passed and the properties naming the QEMU and the suite's
+    commit, BUILDINFO and the build log kept for the artifacts."""
+    out, head = run_locally(tmp_path, "ivshmem-flat", None, {"IVSHMEM_OUT": str(tmp_path / "out")})
+    check_outputs(out, head)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(scaled(TOOL_TIMEOUT)))
+def test_matrix_reference_cell_runs_locally(tmp_path: Path) -> None:
+    """The matrix's reference/default cell, its lines run locally as the test job's are:
+    it builds ci/build-qemu's default source (Debian's 10.0.x: the cached reference
+    build, not the fork's checkout) and writes everything into its own directory."""
+    cell = {"IVSHMEM_TREE": "reference", "IVSHMEM_FLAVOUR": "default"}
+    out, head = run_locally(tmp_path, "ivshmem-flat-matrix", cell, {})
+    assert out == tmp_path / "qemu-fork" / "ivshmem-flat-reference-default"
+    binary = check_outputs(out, head)
+    assert binary.resolve() == (cache_dir() / "reference" / "qemu-system-arm").resolve()

@@ -57,12 +57,17 @@ def docstring_head(script: Path) -> str | None:
 
 
 def test_every_command_is_covered() -> None:
+    """The commands found in ci/ (executable, not ``_``-prefixed) include those that install,
+    build and run: a listing gone empty or short would leave test_help checking nothing."""
     assert {"setup", "install-deps", "build-qemu", "bisect", "validate-patch", "fuzz",
             "mutants"} <= set(COMMANDS), COMMANDS
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help(name: str, tmp_path: Path) -> None:
+    """``ci/<name> --help`` exits 0, runs none of the tripwired programs, writes nothing to
+    the cache or HOME, and prints on stdout only: a usage line naming ``ci/<name>``, help for
+    every option, an exit status table and the script's own docstring when it has one."""
     cache, home, trip = tmp_path / "cache", tmp_path / "home", tmp_path / "bin"
     for d in (cache, home, trip):
         d.mkdir()
@@ -94,6 +99,8 @@ def test_help(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["mutants", "anchor"])
 def test_only_lists_the_mutants(name: str) -> None:
+    """The --help of ci/mutants and ci/anchor lists every mutant by name, so --only can be
+    given one without reading the source."""
     res = subprocess.run([str(CI / name), "--help"], capture_output=True, text=True,
                          check=True, timeout=scaled(60))
     missing = [m[0] for m in MUTANTS if m[0] not in res.stdout]

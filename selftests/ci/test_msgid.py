@@ -36,6 +36,8 @@ def posted(repo: Path) -> str:
 
 
 def test_local_branch_named_by_the_message_id(tmp_path: Path) -> None:
+    """A local branch named by the message id is read as the series, its patches in order,
+    and the repository it came from is only read."""
     repo = _repo(tmp_path / "repo")
     base = posted(repo)
     before = repo_state(repo)
@@ -46,6 +48,8 @@ def test_local_branch_named_by_the_message_id(tmp_path: Path) -> None:
 
 
 def test_remote_branch_named_by_the_message_id(tmp_path: Path) -> None:
+    """In a mirror's clone the series is only a remote's ``origin/<id>`` branch: it is found
+    there and read."""
     repo = _repo(tmp_path / "repo")
     base = posted(repo)
     clone = tmp_path / "mirror"
@@ -56,12 +60,21 @@ def test_remote_branch_named_by_the_message_id(tmp_path: Path) -> None:
     assert len(series.patches) == 2
 
 
+def without_b4(tmp: Path) -> str:
+    """A PATH with git and no b4 (which lives beside git once installed)."""
+    bindir = tmp / "bin-without-b4"
+    bindir.mkdir()
+    (bindir / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    return str(bindir)
+
+
 def test_no_branch_and_no_b4_is_a_clear_error(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no branch of that message id and no b4 to fetch it, a UserError says b4 is not
+    installed (exit 2), not a git error or a traceback."""
     repo = _repo(tmp_path / "repo")
     base = git(repo, "rev-parse", "HEAD")
-    gitbin = Path(shutil.which("git") or "git").parent
-    monkeypatch.setenv("PATH", str(gitbin if not (gitbin / "b4").exists() else tmp_path))
+    monkeypatch.setenv("PATH", without_b4(tmp_path))
     with pytest.raises(UserError, match="b4 is not installed"):
         from_msgid(MSGID, repo, base, tmp_path / "m")
 
@@ -97,14 +110,17 @@ def test_validate_patch_takes_the_series_by_message_id(tmp_path: Path) -> None:
     assert res.returncode == 3, res.stderr
     assert f"the branch refs/heads/{MSGID}" in res.stderr
     assert "1 patch(es) on " in res.stderr and "cannot be built/wired" in res.stderr
-    env["PATH"] = str(Path(shutil.which("git") or "git").parent)
+    env["PATH"] = without_b4(tmp_path)
     res = validate("--msgid", "no-such@example.org", "--source", str(repo), env=env)
     assert res.returncode == 2, res.stderr
     assert "no-such@example.org: no branch of that name in" in res.stderr
+    assert "b4 is not installed" in res.stderr
     assert validate("x.patch", "--msgid", MSGID, env=env).returncode == 2
 
 
 def test_the_real_v3_series_from_a_mirror(tmp_path: Path) -> None:
+    """On a real QEMU mirror, the v3 ivshmem-flat series is read by its message id: seven
+    patches, from adding the device to its qtest."""
     mirror = os.environ.get("IVSHMEM_QEMU_GIT")
     if not mirror:
         pytest.skip("no QEMU mirror: set IVSHMEM_QEMU_GIT")

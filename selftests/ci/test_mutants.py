@@ -5,6 +5,7 @@ item 4)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,8 @@ def _tree(tmp_path: Path) -> Path:
 
 
 def test_mutated_restores_on_exit_and_error(tmp_path: Path) -> None:
+    """``mutated()`` has the mutant in the device source inside the block and the original back
+    after it, whether the block ends normally or raises, with nothing left to restore."""
     bdir = _tree(tmp_path)
     src = devsource.device_source(bdir)
     with devsource.mutated(bdir, "return 1;", "return 2;"):
@@ -185,6 +189,61 @@ def test_a_restored_source_is_recompiled_by_ninja(tmp_path: Path) -> None:
     assert devsource.restore_leftover(bdir)
     subprocess.run(["ninja", "-C", str(bdir)], check=True, capture_output=True)
     assert _compiled_from(bdir) == 1
+
+
+def test_a_slow_rebuild_says_it_is_still_running(tmp_path: Path) -> None:
+    """ci/mutants' and ci/anchor's one-file rebuild prints a progress line with ninja's
+    [N/M] and its log while ninja runs (each interval: here shortened). The rebuild's
+    second edge is held on a FIFO until the line has come: a slow compile without
+    depending on how slow the machine is, and no wait for a fixed time."""
+    bdir = _ninja_tree(tmp_path)
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    (bdir / "build.ninja").write_text(
+        "rule cc\n  command = cc -c $in -o $out\n"
+        f"rule held\n  command = timeout {scaled(120):.0f} sh -c 'read go < {fifo}' "
+        "&& cc $in -o $out\n"
+        f"build device.o: cc ../{DEVICE_SOURCE}\nbuild qemu-system-arm: held device.o\n")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / "fixtures")!r})
+        from pathlib import Path
+        from ivflat.ci import devsource
+        devsource.ninja(Path({str(bdir)!r}), what="ci/mutants: m1: rebuilding")
+        """)
+    log = bdir / devsource.REBUILD_LOG
+    held = "ci/mutants: m1: rebuilding: still running"
+    seen: list[str] = []
+    # read-write: never blocks, and keeps "go" in the FIFO until the held edge opens it
+    gate = os.open(fifo, os.O_RDWR)
+    deadline = time.monotonic() + scaled(60)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                             start_new_session=True,  # its ninja and held edge die with it
+                             env=dict(os.environ, CCACHE_DISABLE="1",
+                                      IVSHMEM_PROGRESS_INTERVAL="0.05"))
+    try:
+        assert child.stderr is not None
+        while not (seen and seen[-1].startswith(held) and "[1/2]" in seen[-1]):
+            ready, _, _ = select.select([child.stderr], [], [],
+                                        max(0.0, deadline - time.monotonic()))
+            assert ready and time.monotonic() < deadline, \
+                f"no progress line of the held edge in {scaled(60)}s; said: {seen}"
+            line = child.stderr.readline()
+            assert line, f"the rebuild ended without a progress line: {seen}"
+            seen.append(line.rstrip("\n"))
+        os.write(gate, b"go\n")
+        _, err = child.communicate(timeout=scaled(60))
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever of it is left
+            os.killpg(child.pid, signal.SIGKILL)
+        if child.poll() is None:
+            child.communicate()
+        os.close(gate)
+    assert child.returncode == 0, err
+    assert seen[-1].endswith("[1/2] 50% built); log: " + str(log)), seen[-1]
+    assert _compiled_from(bdir) == 1
+    assert "[2/2] " in log.read_text()  # ninja's whole output
 
 
 def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,

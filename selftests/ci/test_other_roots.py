@@ -49,6 +49,9 @@ def _reader(root: Path, marker: str, chroot: bool) -> str:
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="needs root and unshare (a chroot in a mount namespace)")
 def test_a_process_under_another_root_is_not_a_leftover(tmp_path: Path) -> None:
+    """The leftover check counts a process that mentions the marker when run under the same
+    root, and not when run inside a chroot on the same machine (same paths, another root):
+    only processes under its own root are its leftovers."""
     root = tmp_path / "root"
     (root / "proc").mkdir(parents=True)
     marker = f"ivf-other-root-{uuid.uuid4().hex}"

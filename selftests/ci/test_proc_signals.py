@@ -45,6 +45,9 @@ def _ignored(pid: int) -> list[str]:
 
 
 def test_child_started_after_an_interrupt_can_be_interrupted() -> None:
+    """A child the tool starts after its first stop signal (and after later ones were
+    dropped) ignores no stop signal, and SIGINT ends it: the tool's cleanup can always be
+    interrupted."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO / "fixtures"), os.environ.get("PYTHONPATH")]))}
     tool = subprocess.Popen([sys.executable, "-c", TOOL], stdout=subprocess.PIPE,

@@ -38,6 +38,8 @@ def ninja_log(tmp_path: Path, n: int = 4) -> Path:
 
 
 def test_ninja_marks_read_from_a_real_build_log(tmp_path: Path) -> None:
+    """The last ``[n/N]`` mark of a real ninja log gives how far the build is, finished or
+    cut off one output in."""
     log = ninja_log(tmp_path)
     assert progress.how_far([log]) == "[4/4] 100% built"
     text = log.read_text()
@@ -47,6 +49,7 @@ def test_ninja_marks_read_from_a_real_build_log(tmp_path: Path) -> None:
 
 
 def test_pytest_marks_read_from_a_real_run(tmp_path: Path) -> None:
+    """The percentage of a real pytest run's output gives how far the tests are."""
     (tmp_path / "test_a.py").write_text("def test_1(): pass\ndef test_2(): pass\n")
     log = tmp_path / "pytest.log"
     with open(log, "w") as fh:
@@ -57,6 +60,8 @@ def test_pytest_marks_read_from_a_real_run(tmp_path: Path) -> None:
 
 
 def test_line_says_time_progress_and_log(tmp_path: Path) -> None:
+    """A progress line says what runs, for how long, the caller's own figure and the newest
+    mark of the logs that exist, then where the log is."""
     log = ninja_log(tmp_path)
     now = [100.0]
     p = progress.Progress("building", [tmp_path / "absent", log], clock=lambda: now[0],
@@ -103,6 +108,8 @@ def test_a_nested_ticker_is_silent(tmp_path: Path) -> None:
 
 
 def test_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interval is 60 s by default, 0 (no lines) when the environment says so, and a
+    value that is not a number is a UserError naming the variable."""
     monkeypatch.delenv(progress.ENV, raising=False)
     assert progress.interval() == 60
     monkeypatch.setenv(progress.ENV, "0")
@@ -113,6 +120,8 @@ def test_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bisect_step_count_and_time_left(tmp_path: Path) -> None:
+    """ci/bisect reads git's step estimate and says which step runs, how many are left and,
+    once steps have been timed (their build and test times), about how long the rest take."""
     line = "Bisecting: 6 revisions left to test after this (roughly 3 steps)"
     m = ROUGHLY.search(line)
     assert m and m.group(1) == "3"

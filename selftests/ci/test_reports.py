@@ -39,6 +39,9 @@ def mail_ready(text: str) -> None:
 
 
 def test_validate_text_is_mail_ready(tmp_path: Path) -> None:
+    """The text report of ci/validate-patch is mail-ready (72 columns, no local path): its
+    verdict line first, then the series, Message-Id, base, QEMU version, wiring and suite
+    version, the newly failing test, and Tested-by last."""
     before, after = side(tmp_path, "before"), side(tmp_path, "after")
     after.build.log.write_text("$ ci/build-qemu ...\n" + WIRED)
     ctx = context(tmp_path)
@@ -61,6 +64,8 @@ def test_validate_text_is_mail_ready(tmp_path: Path) -> None:
 
 
 def test_validate_json_has_the_same_facts(tmp_path: Path) -> None:
+    """The JSON report carries the text's facts under the versioned schema: verdict, series,
+    base, QEMU version, wiring, suite version, fixed bugs and the changes by group."""
     before, after = side(tmp_path, "before"), side(tmp_path, "after")
     after.build.log.write_text(WIRED)
     ctx = context(tmp_path)
@@ -94,6 +99,9 @@ def test_message_id_read_from_a_real_series(tmp_path: Path) -> None:
 
 def test_bisect_report_has_a_fixes_line(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """ci/bisect's text report is mail-ready with a ``Fixes:`` line for the first bad commit,
+    the range, QEMU version and wiring, and its failing tests indented however long their
+    ids; the JSON has the same facts under the versioned schema."""
     repo = fake_qemu_repo(tmp_path / "qemu", device=True)
     (repo / "VERSION").write_text("9.2.50\n")
     subject = "hw/misc/ivshmem-flat: report IVPOSITION 1-based like the guest driver expects"
@@ -124,6 +132,7 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
     assert f"First bad commit: {first}" in lines
     assert "QEMU:   9.2.50" in lines and f"Wiring: {WIRING}" in lines
     assert f"Range:  {good[:12]}..{first[:12]} (2 commits)" in lines
+    assert "pytest: qtests/ -k ivposition" in lines  # no test named: the catalogue
     tests = text.split("Failing tests at it:\n")[1].split("\n\n")[0].splitlines()
     assert [ln.split()[0] for ln in tests if ln.startswith("  qtests")] == \
         [f.split()[0] for f in failed]
@@ -138,8 +147,37 @@ def test_bisect_report_has_a_fixes_line(tmp_path: Path,
     assert (doc["qemu_version"], doc["wiring"], doc["tests"]) == ("9.2.50", WIRING, failed)
 
 
+def test_reverse_bisect_report_names_the_tests_asked_for(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tests named after ``--`` run instead of the catalogue: the pytest line shows just
+    them (as the steps ran them), and the fixed tests are told in the user's terms."""
+    repo = fake_qemu_repo(tmp_path / "qemu", device=True)
+    broken, first = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
+    run = tmp_path / "run"
+    (run / "steps" / first[:12]).mkdir(parents=True)
+    (run / "steps" / first[:12] / "build.log").write_text(WIRED)
+    failed = ["qtests/test_hostile_server.py::test_x  (assert 0 == 1)"]
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"commit": first, "title": f"{first[:7]} two", "verdict": "good", "build_s": 30.0,
+         "test_s": 4.0},
+        {"commit": broken, "title": f"{broken[:7]} one", "verdict": "bad", "build_s": 30.0,
+         "test_s": 4.0, "failed": failed})))
+    args = ["qtests/test_hostile_server.py", "-k", "test_x", "--runxfail"]
+    asked = Outcome(broken, first, 1, False, True, "default", args, [], 0.0)
+    assert bisectreport.report(repo, run, first, [], 60.0, broken, asked, "text") == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert "pytest: qtests/test_hostile_server.py -k test_x --runxfail" in lines, text
+    assert f"First fixed commit: {first}" in lines
+    fixed = text.split("Tests it fixes (failing before it, passing from it on):\n")[1]
+    assert fixed.splitlines()[0] == f"  {failed[0]}"
+    assert "BROKEN" not in text
+
+
 def test_tested_by_defaults_to_git_identity(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty --tested-by takes git's user name and email, a given one is used as is, none
+    means no line; with no git identity to take, the error names user.name."""
     cfg = tmp_path / "gitconfig"
     cfg.write_text("[user]\n\tname = A U Thor\n\temail = author@example.org\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))

@@ -18,6 +18,8 @@ from .tools import SOAK, marked_pids, started_tool
 
 
 def test_soak_two_runs_under_load() -> None:
+    """Two runs under stress-ng: exit 0, the load started and stopped (nothing left running),
+    the total line counts the tests of each run's JUnit, one run directory each."""
     if reference_tool("qemu-system-arm") is None:
         pytest.skip("no reference build (ci/build-qemu)")
     cmd = [sys.executable, str(SOAK), "--runs", "2", "--load", "--cpu", "1", "--",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivflat.ci.suite import names_tests
+from ivflat.ci.suite import CATALOGUE, catalogue_unless_named, names_tests
 
 
 @pytest.mark.parametrize("args, named", [
@@ -22,4 +22,9 @@ from ivflat.ci.suite import names_tests
 ])
 def test_pytest_args_that_name_tests_replace_the_catalogue(args: list[str],
                                                            named: bool) -> None:
+    """Arguments that name test files or directories replace the catalogue; options alone
+    (-k, -n, --ignore, --deselect, -x) and a path that does not exist filter it."""
     assert names_tests(args) is named
+    # what run_suite and the reports put before the arguments
+    assert catalogue_unless_named(args) == ([] if named else [CATALOGUE])
+    assert catalogue_unless_named(args, None) == []

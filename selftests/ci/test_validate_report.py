@@ -81,6 +81,9 @@ def context(tmp_path: Path) -> report.Context:
 
 
 def test_strict_xpass_is_fixed_with_its_bug_id_not_a_regression(tmp_path: Path) -> None:
+    """A strict XPASS (written by pytest as a failure) is FIXED with its bug's id, not newly
+    failing; the regression, new skip and new pass fall in their own groups, and the
+    markdown report heads with the verdict and shows each group, the JUnit and the series."""
     before, after = side(tmp_path, "before"), side(tmp_path, "after")
     assert after.tests.outcomes["test_fake::test_known_bug"] == "failed"  # as pytest says
     groups = compare(before.tests, after.tests)
@@ -103,6 +106,8 @@ def test_strict_xpass_is_fixed_with_its_bug_id_not_a_regression(tmp_path: Path) 
 
 
 def test_a_series_that_only_fixes_exits_0(tmp_path: Path) -> None:
+    """A series that fixes a known bug and breaks nothing exits 0, its verdict line OK with
+    the fixed bug named."""
     only_fix = MODULE.split("def test_regresses")[0]
     before, after = side(tmp_path, "before", only_fix), side(tmp_path, "after", only_fix)
     assert conclude(context(tmp_path), before, after, "text") == 0
@@ -135,6 +140,8 @@ def _repo(path: Path) -> Path:
 
 
 def test_mbox_with_cover_letter_out_of_order_applies_in_order(tmp_path: Path) -> None:
+    """One mbox, cover letter first and patch 2/2 before 1/2 (a mail client's order), is read
+    as the cover and the patches by number, and applies in that order."""
     repo = _repo(tmp_path / "repo")
     mails = git(repo, "format-patch", "--cover-letter", "-2", "--stdout")
     parts = mails.split("\nFrom ")
@@ -174,8 +181,7 @@ def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Pa
     Its tests (the hostile server's disconnect, and the ivshmem-pci comparison) turn from
     xfail (a crash matched by the bug's signature) to XPASS(strict); the tool says FIXED
     with the id, nothing regressed, exit 0, and the Markdown report says so too. (Not
-    own-vector-opaque, the first patch: its xfails wait out a pulse that never comes,
-    10 s a test on each of the four runs of the base, and prove nothing more here.)"""
+    own-vector-opaque, the first patch: its tests would prove nothing more here.)"""
     bug = known_bugs.get("disconnect-own-id")
     assert bug.fix is not None
     mbox = tmp_path / "series.mbx"

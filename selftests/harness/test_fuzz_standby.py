@@ -13,8 +13,8 @@ import pytest
 
 from ivflat.device import board
 from ivflat.fuzz import FuzzConfig
+from ivflat.fuzz.idle import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share, main_loop_ns
 from ivflat.fuzz.standby import Standbys
-from ivflat.fuzz.state import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share
 from ivflat.qemu.driver import IvshmemFlatDriver
 
 
@@ -59,6 +59,15 @@ def _ready(code: str) -> subprocess.Popen[str]:
     return proc
 
 
+def _stop(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.stdout.close()
+
+
 def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
     """The screen alone sees the spin (the median of ten screens: on a loaded machine a
     runnable process gets its slices within CFS's period, all but rarely), and so does
@@ -71,9 +80,21 @@ def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
         assert statistics.median(shares) >= IDLE_SUSPECT, shares
         assert cpu_share(spin.pid, IDLE_WINDOW) >= IDLE_SUSPECT
     finally:
-        for proc in (spin, idle):
-            proc.kill()
-            proc.wait()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.close()
-            proc.stdout.close()
+        _stop(spin, idle)
+
+
+def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
+    """main_loop_ns: a process whose other thread spins (a vCPU that does not idle) is
+    quiet by its main thread's clock and busy by the process's; a spinning main thread is
+    busy by both."""
+    vcpu = _ready("import sys, threading\n"
+                  "def spin():\n    while True: pass\n"
+                  "threading.Thread(target=spin, daemon=True).start()\n"
+                  "sys.stdin.read()")
+    main = _ready("while True: pass")
+    try:
+        assert cpu_share(vcpu.pid, IDLE_WINDOW) >= IDLE_SUSPECT
+        assert cpu_share(vcpu.pid, IDLE_WINDOW, clock=main_loop_ns) < IDLE_SUSPECT
+        assert cpu_share(main.pid, IDLE_WINDOW, clock=main_loop_ns) >= IDLE_SUSPECT
+    finally:
+        _stop(vcpu, main)

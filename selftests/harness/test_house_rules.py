@@ -1,5 +1,6 @@
-"""The house rules a reviewer would otherwise check by eye: short modules, and a package map
-that names every module (issue 22's "where does X live" from the map alone).
+"""The house rules a reviewer would otherwise check by eye: short modules, a package map that
+names every module (issue 22's "where does X live" from the map alone), and a docstring on
+every test stating the contract it checks.
 
 The layering itself is import-linter's job (pyproject.toml, run by .ci/run).
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +58,23 @@ def test_package_map_names_every_module(package):
     missing = [m for m in members if not any(form.format(m) in doc for form in named)]
     assert doc, f"{package}/__init__.py has no docstring (the package's map)"
     assert not missing, f"{package}/__init__.py's map does not name: {missing}"
+
+
+def _test_functions(path: Path) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The test functions of *path*: ``test_*`` at module level or in a class."""
+    for node in ast.parse(path.read_text()).body:
+        for f in node.body if isinstance(node, ast.ClassDef) else [node]:
+            if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) and f.name.startswith("test_"):
+                yield f
+
+
+def test_every_test_states_its_contract():
+    """Every test function in qtests/ and selftests/ has a docstring saying what must hold and
+    why: a failure, and a change to the test, is judged against that contract; an assertion
+    with none stated cannot be told apart from an accident of the implementation."""
+    bare = [f"{path.relative_to(REPO)}:{f.lineno} {f.name}"
+            for root in ("qtests", "selftests")
+            for path in sorted((REPO / root).rglob("*.py"))
+            for f in _test_functions(path) if ast.get_docstring(f) is None]
+    assert not bare, ("test functions without a docstring (state the contract):\n  "
+                      + "\n  ".join(bare))

@@ -52,6 +52,8 @@ def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
 
 
 def test_a_busy_lock_fails_at_once_naming_its_holder(holder):
+    """Without a wait, a lock another process holds fails at once with LockBusy naming its
+    pid and command, and LockBusy is a UserError (exit 2, no traceback)."""
     path, proc = holder
     with (pytest.raises(LockBusy, match=rf"in use by another run \(pid {proc.pid}: .*python"),
           file_lock(path, "the lock")):
@@ -60,6 +62,8 @@ def test_a_busy_lock_fails_at_once_naming_its_holder(holder):
 
 
 def test_the_wait_for_a_busy_lock_is_bounded_and_names_the_holder(holder):
+    """With a wait, a lock held throughout fails after the scaled bound, not before and not
+    much later, naming the holder."""
     path, proc = holder
     start = time.monotonic()
     with (pytest.raises(LockBusy, match=rf"still in use by another run \(pid {proc.pid}: "),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.device import known_bugs
 from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host import timeouts
 from ivflat.host.paths import REPO, cache_dir
@@ -60,8 +61,9 @@ def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: st
     assert props["qemu_source"] == info["source"]
     assert props["device_source_sha256"] == info["sources"][DEVICE_SOURCE]
     assert len(props["device_source_sha256"]) == 64
-    assert props["known_bugs_fixed"] == (",".join(sorted(info["fixes"]["bugs"]))
-                                         if "fixes" in build else "none")
+    assert props["known_bugs_fixed"] == (
+        ",".join(sorted(known_bugs.fixed_by(info["fixes"]["patches"])))
+        if "fixes" in build else "none")
     assert props["ivshmem_server"] == "python"
     assert props["suite_version"] == described
 
