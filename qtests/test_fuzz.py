@@ -15,14 +15,12 @@ from typing import Any
 import pytest
 
 from ivflat.device import board, known_bugs
-from ivflat.device.known_bugs import known_bug
 from ivflat.fuzz import SHRINK_ENV, FuzzConfig
 from ivflat.fuzz.campaign import run_batch
 from ivflat.fuzz.idle import judge_idle
 from ivflat.fuzz.standby import Pair, start_pair
 from ivflat.qemu.access import CpuAccess
 from ivflat.qemu.machine import CpuMachine
-from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -92,28 +90,4 @@ def test_a_cpu_example_whose_guest_took_an_interrupt_is_idle(wired_qemu, qemu_ca
         assert pair.vm.pid is not None
         judge_idle(pair.vm.pid, config, cpu=True)
     finally:
-        pair.close()
-
-
-@known_bug("own-vector-opaque", raises=AssertionError)
-def test_a_ring_of_an_own_vector_leaves_the_cpu_path_idle(wired_qemu, qemu_caps, firmware_dir,
-                                                           short_tmp):
-    """What the idle check is for, on every binary: after a peer rings the guest's vector 1
-    on a CpuMachine that has taken an interrupt, QEMU is idle. Known bug own-vector-opaque
-    leaves that vector's eventfd readable and the main loop spins: the check must see it
-    also where only the main loop is judged (master's WFI), so this is a strict xfail
-    there, and passes where the bug is fixed."""
-    config, pair = _cpu_pair(wired_qemu, qemu_caps, firmware_dir, short_tmp, 2)
-    peer = None
-    try:
-        assert isinstance(pair.vm, CpuMachine)
-        CpuAccess(pair.vm).access("r", 4, board.IOMEM_ADDR)  # an interrupt taken, as above
-        peer = HostPeer(pair.server.socket_path, timeout=config.scale * 5)
-        peer.wait_peer_vectors(0, 2)
-        peer.ring(0, 1)
-        assert pair.vm.pid is not None
-        judge_idle(pair.vm.pid, config, cpu=True)
-    finally:
-        if peer is not None:
-            peer.close()
         pair.close()
