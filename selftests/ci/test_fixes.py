@@ -110,6 +110,9 @@ def test_buildinfo_fixes_are_read_beside_the_binary(tmp_path: Path) -> None:
     (tmp_path / "BUILDINFO.json").write_text(json.dumps(
         {"fixes": {"patches": [fix, "0099-not-a-fix-of-ours.patch"]}}))
     assert fixed_in_build(binary) == {"version-unchecked"}
+    # what ci/build-qemu says of it: the same reading, from the same record
+    assert fixes.describe({"variant": "v", "patches": [fix]}) == \
+        "v (1 patches; known bugs fixed: version-unchecked)"
     (tmp_path / "BUILDINFO.json").write_text("{truncated")
     assert fixed_in_build(binary) == frozenset()
 
