@@ -27,9 +27,9 @@ from ivflat.host.paths import REPO
 
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
-    """Another process holding the flock of ``<tmp>/cache/build-images.lock`` (the
-    firmware build's) until the test ends."""
-    path = tmp_path / "cache" / "build-images.lock"
+    """Another process holding the flock of ``<tmp>/firmware/.build-images.lock`` (the
+    firmware build's when the firmware goes to ``<tmp>/firmware``) until the test ends."""
+    path = tmp_path / "firmware" / ".build-images.lock"
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys
@@ -81,12 +81,15 @@ def test_the_lock_is_taken_once_its_holder_lets_go(holder):
         assert path.read_text().startswith(f"pid {os.getpid()}: ")
 
 
-def test_the_firmware_build_does_not_wait_forever_for_a_held_lock(holder):
-    """build_firmware in a process of its own, the cache's firmware lock held by another:
+def test_the_firmware_build_does_not_wait_forever_for_a_held_lock(holder, tmp_path):
+    """build_firmware in a process of its own, its output's firmware lock held by another:
     it gives up after FIRMWARE_WAIT (here scaled down to ~0.6 s), naming the holder,
-    instead of hanging the session's set-up."""
+    instead of hanging the session's set-up. It uses a cache of its own: the lock belongs
+    to the output make writes, so a run with another cache (validate-patch's self-test
+    runs one inside the suite) still waits instead of racing make in the same tree."""
     path, proc = holder
-    env = dict(os.environ, IVSHMEM_SUITE_CACHE=str(path.parent), IVSHMEM_TIMEOUT_SCALE="0.001")
+    env = dict(os.environ, IVSHMEM_IMAGES_OUT=str(path.parent), IVSHMEM_TIMEOUT_SCALE="0.001",
+               IVSHMEM_SUITE_CACHE=str(tmp_path / "a-cache-of-its-own"))
     res = subprocess.run(
         [sys.executable, "-c", "from ivflat.host.paths import build_firmware; build_firmware()"],
         env=dict(env, PYTHONPATH=str(REPO / "fixtures")), capture_output=True, text=True,
