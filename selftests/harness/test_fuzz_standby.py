@@ -27,7 +27,7 @@ def test_a_standby_qemu_comes_up_with_what_its_example_drew(wired_qemu, qemu_cap
     pool and the pairs stops every QEMU and removes every directory."""
     pool = Standbys(FuzzConfig(binary=wired_qemu, qtest_accel=qemu_caps.qtest_accel,
                                workdir=short_tmp, firmware=firmware_dir))
-    pairs = []
+    pairs, stopped = [], []
     try:
         pool.fill()
         assert sorted(pool.ready) == ["cpu", "qtest"]
@@ -41,10 +41,16 @@ def test_a_standby_qemu_comes_up_with_what_its_example_drew(wired_qemu, qemu_cap
             dev = IvshmemFlatDriver(pair.vm)
             assert dev.io.name == kind and dev.ivposition == guest_id
             assert dev.settled_regs([board.IVPOSITION]) == [guest_id]
-        pool.fill()  # a new pair of each kind, left waiting for close()
+        done = pairs.pop(0)
+        done.server.stop()
+        pool.retire(done.vm, done.dir)
+        assert done.vm.exitcode is None and done.dir.is_dir()
+        pool.fill()  # a new pair of each kind, left waiting for close(); the retired stopped
         assert sorted(pool.ready) == ["cpu", "qtest"]
+        assert done.vm.exitcode is not None and not done.dir.exists() and not pool.retired
+        stopped.append(done)
     finally:
-        vms = [p.vm for p in [*pairs, *pool.ready.values()]]
+        vms = [p.vm for p in [*stopped, *pairs, *pool.ready.values()]]
         for pair in pairs:
             pair.close()
         pool.close()
