@@ -13,7 +13,16 @@ import pytest
 
 from ivflat.device import board
 from ivflat.fuzz import FuzzConfig
-from ivflat.fuzz.idle import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share, main_loop_ns
+from ivflat.fuzz.idle import (
+    IDLE_SCREEN,
+    IDLE_SUSPECT,
+    IDLE_WINDOW,
+    SAMPLES,
+    cpu_share,
+    main_loop_ns,
+    runnable,
+    screen,
+)
 from ivflat.fuzz.standby import Standbys
 from ivflat.qemu.driver import IvshmemFlatDriver
 
@@ -87,6 +96,26 @@ def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
         assert cpu_share(spin.pid, IDLE_WINDOW) >= IDLE_SUSPECT
     finally:
         _stop(spin, idle)
+
+
+def test_the_screen_finds_a_spinning_thread_runnable_in_every_sample():
+    """The scheduler's view, whatever CPU the spin gets: a spinning process is runnable
+    in every sample of every screen, a sleeping one in none; with *main_only*, a process
+    whose other thread spins is not (its main thread sleeps), one whose main thread
+    spins is."""
+    spin = _ready("while True: pass")
+    idle = _ready("import sys; sys.stdin.read()")
+    vcpu = _ready("import sys, threading\n"
+                  "def spin():\n    while True: pass\n"
+                  "threading.Thread(target=spin, daemon=True).start()\n"
+                  "sys.stdin.read()")
+    try:
+        assert [screen(spin.pid, IDLE_SCREEN)[1] for _ in range(10)] == [SAMPLES] * 10
+        assert [screen(idle.pid, IDLE_SCREEN)[1] for _ in range(10)] == [0] * 10
+        assert runnable(vcpu.pid) and not runnable(vcpu.pid, main_only=True)
+        assert runnable(spin.pid, main_only=True)
+    finally:
+        _stop(spin, idle, vcpu)
 
 
 def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
