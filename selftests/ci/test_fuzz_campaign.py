@@ -54,6 +54,34 @@ def test_two_campaigns_share_a_database(wired_qemu, short_tmp):
         f"the saved failure was not replayed first:\n{out}"
 
 
+def test_jobs_run_one_campaign_in_workers_and_sum_them(wired_qemu, short_tmp):
+    """ci/fuzz --jobs 2: two workers, seeds S and S + SEED_STRIDE, each line tagged with
+    its worker; the closing line sums the steps and examples each worker reported last,
+    and the profile table is the workers' summed; exit 0 (the device as it is)."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "0.2", "--seed", "5",
+         "--qemu", str(wired_qemu), "--no-db", "--paths", "qtest", "--jobs", "2",
+         "--profile", "--artifacts", str(short_tmp / "art")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = res.stdout
+    assert res.returncode == 0, out[-2000:] + res.stderr[-2000:]
+    assert "seed 5," in out and "seed 1000005," in out, out
+    last = {}
+    for ln in out.splitlines():
+        for i in (0, 1):
+            if ln.startswith(f"[fuzz {i}]") and " steps " in ln:
+                words = ln.split()
+                last[i] = (int(words[words.index("examples") + 1]),
+                           int(words[words.index("steps") + 1]))
+    assert sorted(last) == [0, 1] and all(s > 0 for _, s in last.values()), out
+    total = [ln for ln in out.splitlines() if ln.startswith("[fuzz] 2 of 2 processes")]
+    assert total, out
+    words = total[0].split()
+    assert int(words[words.index("examples") + 1]) == sum(e for e, _ in last.values())
+    assert int(words[words.index("steps") + 1]) == sum(s for _, s in last.values())
+    assert "summed" in out and "| Hypothesis + rules' Python (no span) |" in out, out
+
+
 def test_rediscover_times_a_bug_and_names_it(wired_qemu):
     """ci/fuzz-rediscover on one bug, two seeds: each run finds it (the failure is the
     model's switch for that bug, nothing else) and the table row has both times and a

@@ -13,7 +13,16 @@ import pytest
 
 from ivflat.device import board
 from ivflat.fuzz import FuzzConfig
-from ivflat.fuzz.idle import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share, main_loop_ns
+from ivflat.fuzz.idle import (
+    IDLE_SCREEN,
+    IDLE_SUSPECT,
+    IDLE_WINDOW,
+    SAMPLES,
+    cpu_share,
+    main_loop_ns,
+    runnable,
+    screen,
+)
 from ivflat.fuzz.standby import Standbys
 from ivflat.qemu.driver import IvshmemFlatDriver
 
@@ -27,7 +36,7 @@ def test_a_standby_qemu_comes_up_with_what_its_example_drew(wired_qemu, qemu_cap
     pool and the pairs stops every QEMU and removes every directory."""
     pool = Standbys(FuzzConfig(binary=wired_qemu, qtest_accel=qemu_caps.qtest_accel,
                                workdir=short_tmp, firmware=firmware_dir))
-    pairs = []
+    pairs, stopped = [], []
     try:
         pool.fill()
         assert sorted(pool.ready) == ["cpu", "qtest"]
@@ -41,10 +50,16 @@ def test_a_standby_qemu_comes_up_with_what_its_example_drew(wired_qemu, qemu_cap
             dev = IvshmemFlatDriver(pair.vm)
             assert dev.io.name == kind and dev.ivposition == guest_id
             assert dev.settled_regs([board.IVPOSITION]) == [guest_id]
-        pool.fill()  # a new pair of each kind, left waiting for close()
+        done = pairs.pop(0)
+        done.server.stop()
+        pool.retire(done.vm, done.dir)  # asked to quit, reaped by the next fill
+        assert done.dir.is_dir() and pool.retired
+        pool.fill()  # a new pair of each kind, left waiting for close(); the retired stopped
         assert sorted(pool.ready) == ["cpu", "qtest"]
+        assert done.vm.exitcode is not None and not done.dir.exists() and not pool.retired
+        stopped.append(done)
     finally:
-        vms = [p.vm for p in [*pairs, *pool.ready.values()]]
+        vms = [p.vm for p in [*stopped, *pairs, *pool.ready.values()]]
         for pair in pairs:
             pair.close()
         pool.close()
@@ -81,6 +96,26 @@ def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
         assert cpu_share(spin.pid, IDLE_WINDOW) >= IDLE_SUSPECT
     finally:
         _stop(spin, idle)
+
+
+def test_the_screen_finds_a_spinning_thread_runnable_in_every_sample():
+    """The scheduler's view, whatever CPU the spin gets: a spinning process is runnable
+    in every sample of every screen, a sleeping one in none; with *main_only*, a process
+    whose other thread spins is not (its main thread sleeps), one whose main thread
+    spins is."""
+    spin = _ready("while True: pass")
+    idle = _ready("import sys; sys.stdin.read()")
+    vcpu = _ready("import sys, threading\n"
+                  "def spin():\n    while True: pass\n"
+                  "threading.Thread(target=spin, daemon=True).start()\n"
+                  "sys.stdin.read()")
+    try:
+        assert [screen(spin.pid, IDLE_SCREEN)[1] for _ in range(10)] == [SAMPLES] * 10
+        assert [screen(idle.pid, IDLE_SCREEN)[1] for _ in range(10)] == [0] * 10
+        assert runnable(vcpu.pid) and not runnable(vcpu.pid, main_only=True)
+        assert runnable(spin.pid, main_only=True)
+    finally:
+        _stop(spin, idle, vcpu)
 
 
 def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
