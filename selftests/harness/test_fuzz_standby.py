@@ -13,8 +13,9 @@ import pytest
 
 from ivflat.device import board
 from ivflat.fuzz import FuzzConfig
-from ivflat.fuzz.idle import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share, main_loop_ns
+from ivflat.fuzz.idle import IDLE_SCREEN, IDLE_SUSPECT, IDLE_WINDOW, cpu_share
 from ivflat.fuzz.standby import Standbys
+from ivflat.host.spin import main_thread_ns
 from ivflat.qemu.driver import IvshmemFlatDriver
 
 
@@ -84,7 +85,7 @@ def test_the_idle_screen_tells_a_spinning_process_from_a_sleeping_one():
 
 
 def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
-    """main_loop_ns: a process whose other thread spins (a vCPU that does not idle) is
+    """main_thread_ns: a process whose other thread spins (a vCPU that does not idle) is
     quiet by its main thread's clock and busy by the process's; a spinning main thread is
     busy by both."""
     vcpu = _ready("import sys, threading\n"
@@ -94,7 +95,7 @@ def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
     main = _ready("while True: pass")
     try:
         assert cpu_share(vcpu.pid, IDLE_WINDOW) >= IDLE_SUSPECT
-        assert cpu_share(vcpu.pid, IDLE_WINDOW, clock=main_loop_ns) < IDLE_SUSPECT
-        assert cpu_share(main.pid, IDLE_WINDOW, clock=main_loop_ns) >= IDLE_SUSPECT
+        assert cpu_share(vcpu.pid, IDLE_WINDOW, clock=main_thread_ns) < IDLE_SUSPECT
+        assert cpu_share(main.pid, IDLE_WINDOW, clock=main_thread_ns) >= IDLE_SUSPECT
     finally:
         _stop(vcpu, main)
