@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.ci import provenance
 from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir
 from ivflat.ci.subprojects import NEEDED
@@ -243,10 +244,13 @@ def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path
 def test_build_in_place_ctrl_c_restores_the_checkout(history: History, tmp_path: Path) -> None:
     """ci/build-qemu --in-place interrupted while a compile runs (held by compile_gate.py:
     the wiring patch is applied by then) reverts the patch, stops ninja and its compilers,
-    says so in one line. Run on the work clone, which the test holds (its lock)."""
+    says so in one line. Run on the work clone, which the test holds (its lock). A warm
+    build of the same commit compiles nothing: the build dir's record of its last compile
+    is dropped, so the device sources are compiled again (ivflat.ci.provenance)."""
     warm_build(history["repo"], history["tip"])
     with WorkClone(git_common_dir(history["repo"])) as wc:
         wc.checkout(history["tip"])
+        (wc.path / "build-default" / provenance.RECORD).unlink()
         head = git(wc.path, "rev-parse", "HEAD")
         cmd = [sys.executable, str(BUILD_QEMU), "--source", str(wc.path), "--in-place"]
         rc, err = ctrl_c_tool(cmd, tmp_path, wc.path, kind="compile")

@@ -19,11 +19,11 @@ from ivflat.fuzz.idle import (
     IDLE_WINDOW,
     SAMPLES,
     cpu_share,
-    main_loop_ns,
     runnable,
     screen,
 )
 from ivflat.fuzz.standby import Standbys
+from ivflat.host.spin import main_thread_ns
 from ivflat.qemu.driver import IvshmemFlatDriver
 
 
@@ -119,7 +119,7 @@ def test_the_screen_finds_a_spinning_thread_runnable_in_every_sample():
 
 
 def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
-    """main_loop_ns: a process whose other thread spins (a vCPU that does not idle) is
+    """main_thread_ns: a process whose other thread spins (a vCPU that does not idle) is
     quiet by its main thread's clock and busy by the process's; a spinning main thread is
     busy by both."""
     vcpu = _ready("import sys, threading\n"
@@ -129,7 +129,7 @@ def test_the_main_loop_clock_sees_the_main_thread_alone() -> None:
     main = _ready("while True: pass")
     try:
         assert cpu_share(vcpu.pid, IDLE_WINDOW) >= IDLE_SUSPECT
-        assert cpu_share(vcpu.pid, IDLE_WINDOW, clock=main_loop_ns) < IDLE_SUSPECT
-        assert cpu_share(main.pid, IDLE_WINDOW, clock=main_loop_ns) >= IDLE_SUSPECT
+        assert cpu_share(vcpu.pid, IDLE_WINDOW, clock=main_thread_ns) < IDLE_SUSPECT
+        assert cpu_share(main.pid, IDLE_WINDOW, clock=main_thread_ns) >= IDLE_SUSPECT
     finally:
         _stop(vcpu, main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -115,6 +116,24 @@ def test_no_reply_times_out_with_clear_message(wire):
     proto, _ = wire(lambda line: [], timeout=0.3)
     with pytest.raises(QTestTimeout, match=r"no reply to qtest command 'readl 0x10'"):
         proto.readl(0x10)
+
+
+def test_give_up_ends_the_wait_for_a_reply_with_its_reason(wire):
+    """*give_up* is asked while no reply comes: its reason ends the wait at once, in the
+    QTestTimeout, long before the bound; a reply that comes is taken as ever."""
+    proto, _ = wire(lambda line: [], timeout=100)
+    asked: list[int] = []
+
+    def give_up() -> str | None:
+        asked.append(1)
+        return "it spins" if len(asked) >= 3 else None
+
+    start = time.monotonic()
+    with pytest.raises(QTestTimeout, match=r"'readl 0x10' \(it spins\)"):
+        proto.cmd("readl 0x10", give_up=give_up)
+    assert len(asked) == 3 and time.monotonic() - start < timeouts.scaled(base=1.0)
+    answers, _ = wire(lambda line: ["OK 0x5"])
+    assert answers.cmd("readl 0x20", give_up=lambda: None) == "0x5"
 
 
 def test_wait_irq_timeout_lists_what_came(wire):
