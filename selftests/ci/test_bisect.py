@@ -63,6 +63,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)
               pytest.mark.usefixtures("one_at_a_time")]
 
 
+@pytest.mark.history_cost(25)
 def test_bisect_names_the_breaking_commit(history: History) -> None:
     """ci/bisect names the breaking commit and one of BAD's failing tests, each failure an
     assert on the register (not a fixture error); the unbuildable commit is skipped with
@@ -108,6 +109,7 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
     assert processes_mentioning(str(work)) == []
 
 
+@pytest.mark.history_cost(21)
 def test_bisect_first_fixed_names_the_fix(history: History) -> None:
     """Reverse mode: BROKEN = the breaking commit, FIXED = the head; the first commit where
     test_ivposition passes again is the fix (the unbuildable commit in between skipped)."""
@@ -186,6 +188,7 @@ def ctrl_c_tool(cmd: list[str], tmp_path: Path, work: Path, pattern: str | None 
     return rc, seen
 
 
+@pytest.mark.history_cost(20)
 @pytest.mark.parametrize("when", ["building", "testing"])
 def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: str) -> None:
     """Ctrl-C in a step of `git bisect run` (after it skipped the unbuildable commit): while
@@ -215,6 +218,7 @@ def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: 
             pass
 
 
+@pytest.mark.history_cost(7)
 @pytest.mark.parametrize("when", ["building", "testing"])
 def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path,
                                                 when: str) -> None:
@@ -240,6 +244,7 @@ def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path
         pass
 
 
+@pytest.mark.history_cost(4)
 def test_build_in_place_ctrl_c_restores_the_checkout(history: History, tmp_path: Path) -> None:
     """ci/build-qemu --in-place interrupted while a compile runs (held by compile_gate.py:
     the wiring patch is applied by then) reverts the patch, stops ninja and its compilers,
@@ -273,6 +278,7 @@ def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.history_cost(16)
 @pytest.mark.parametrize("form", ["format-patch", "diff-u"])
 def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
                                              form: str) -> None:
@@ -309,6 +315,7 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     assert binaries == []
 
 
+@pytest.mark.history_cost(2)
 def test_bad_input_is_a_clear_error(history: History, tmp_path: Path) -> None:
     """No traceback, exit 2, one line saying what is wrong; cheap (nothing is built)."""
     repo = history["repo"]
