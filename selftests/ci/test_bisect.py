@@ -209,10 +209,15 @@ def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: 
     assert repo_state(repo) == before
     assert_clone_reset(work)
     if when == "building":
-        # the lock is released and the clone is usable: a new run gives the right answer
-        res = run_tool(cmd)
+        # the lock is released and the clone usable: a new run, which builds over the
+        # interrupted build and runs `git bisect run` again, gives the right answer. Two
+        # commits (one bisect step) prove that; the whole range is the test above.
+        res = run_tool([*cmd[:2], f"{history['breaks']}~2", history["breaks"], *cmd[4:]])
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"First bad commit: {history['breaks']}" in res.stdout
+        steps = load_steps(Path(res.stderr.split("logs in ")[1].split()[0]))
+        inside = git(repo, "rev-parse", f"{history['breaks']}~1")  # the step in between
+        assert steps[inside]["verdict"] == "good" and len(steps) == 3, steps
     else:
         with WorkClone(git_common_dir(repo)):  # the lock was released
             pass
@@ -283,25 +288,28 @@ def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
 def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
                                              form: str) -> None:
     """ci/validate-patch, given the breaking commit as a format-patch or a plain diff, exits 1
-    with REGRESSED and the IVPOSITION test newly failing, each change reproduced 3/3; it
-    leaves the user's repo, its clone and the process table as they were, and its run
-    directory keeps logs and JUnit of every side, never a QEMU binary."""
+    with REGRESSED and the IVPOSITION test newly failing, each change reproduced in every
+    round (3/3; the plain diff, which differs only in how it applies, with --confirm 1:
+    1/1); it leaves the user's repo, its clone and the process table as they were, and its
+    run directory keeps logs and JUnit of every side, never a QEMU binary."""
     repo, work = history["repo"], history["work"]
+    rounds = 3 if form == "format-patch" else 1
     if form == "format-patch":
         patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))
     else:
         patch = plain_diff(repo, history["breaks"], tmp_path / "ivposition.diff")
     before = repo_state(repo)
     res = run_tool([sys.executable, str(VALIDATE), str(patch), "--source", str(repo),
-                    "--base", f"{history['breaks']}^", "--", *SELECT])
+                    "--base", f"{history['breaks']}^",
+                    *(["--confirm", str(rounds)] if rounds != 3 else []), "--", *SELECT])
     assert res.returncode == 1, res.stdout + res.stderr
     newly = res.stdout.split("Newly failing")[1].split("\n\n")[0]
     assert "test_ivposition_reports_server_assigned_id" in newly
-    # each changed test re-run 3 times on each side, the breakage every time; an entry is
+    # each changed test re-run on each side, the breakage every time; an entry is
     # its test id's line and what the 72 columns of the mail-ready report wrapped
     entries = [" ".join(e.split()) for e in re.split(r"\n(?=  \S)", newly) if "  [" in e
                or "\n      [" in e]
-    assert entries and all("] (reproduced 3/3)" in e for e in entries), newly
+    assert entries and all(f"] (reproduced {rounds}/{rounds})" in e for e in entries), newly
     assert "REGRESSED" in res.stdout
     assert repo_state(repo) == before
     assert_clone_reset(work)
@@ -310,7 +318,7 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
     assert (run_dir / "tests-before" / "junit.xml").exists()
     assert (run_dir / "tests-after" / "junit.xml").exists()
-    assert (run_dir / "confirm" / "before-3" / "junit.xml").exists()
+    assert (run_dir / "confirm" / f"before-{rounds}" / "junit.xml").exists()
     binaries = [p for p in run_dir.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
     assert binaries == []
 

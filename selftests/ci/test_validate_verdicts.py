@@ -121,6 +121,6 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
                     if p.is_symlink() and p.name.endswith("-default"))
     published.with_name(published.name + ".base").symlink_to("gone.v1")
     again = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
-                      "--", FLIP])
+                      "--confirm", "1", "--", FLIP])  # one round keeps the base aside too
     assert again.returncode == 1, again.stdout + again.stderr
     assert list((tmp_path / "cache" / "builds").glob("*.base")) == []
