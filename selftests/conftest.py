@@ -27,10 +27,10 @@ from ivflat.host.paths import REPO, cache_dir
 from ivflat.qemu.under_test import QEMU_ENV
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
-# Self-tests that must run one at a time (those taking the synthetic history's lock,
-# selftests/ci/conftest.py) form an xdist group: under --dist loadgroup, which hands out
-# the largest unit first, one worker runs them back to back from the start while the
-# other runs everything else, instead of both workers blocking on the lock in turn.
+# Self-tests that must run on one worker form xdist groups (the synthetic history's tests,
+# one group per worker and each worker its own copy of the history: selftests/ci/conftest.py;
+# the bug reproducers, run together: selftests/ci/test_bug_reports.py): under --dist
+# loadgroup, which hands out the largest unit first, the workers start with them.
 _LOADGROUP = "ivflat_loadgroup"  # in workerinput: the controller schedules by group
 
 
