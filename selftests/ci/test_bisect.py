@@ -44,6 +44,7 @@ from ivflat.host.timeouts import scaled
 from .tools import (
     BISECT,
     BUILD_QEMU,
+    IVPOSITION,
     TOOL_TIMEOUT,
     VALIDATE,
     Events,
@@ -57,7 +58,8 @@ from .tools import (
     started_tool,
 )
 
-SELECT = ["-k", "test_ivposition"]
+SELECT = IVPOSITION
+CATALOGUE_SELECT = ["-k", "test_ivposition"]  # the whole catalogue, as a user selects
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT))),
               pytest.mark.usefixtures("one_at_a_time")]
@@ -75,7 +77,7 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
         shutil.rmtree(work / "subprojects" / name, ignore_errors=True)
     before = repo_state(repo)
     res = run_tool([sys.executable, str(BISECT), history["base"], history["tip"],
-                    "--source", str(repo), "--", *SELECT])
+                    "--source", str(repo), "--", *CATALOGUE_SELECT])
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"First bad commit: {history['breaks']}" in res.stdout
     at_it = res.stdout.split("Failing tests at it:")[1].split("\n\n")[0]

@@ -24,6 +24,7 @@ from ivflat.host.timeouts import scaled
 from .tools import (
     BISECT,
     BUILD_QEMU,
+    IVPOSITION,
     TOOL_TIMEOUT,
     History,
     git,
@@ -87,7 +88,7 @@ def test_truncated_junit_aborts_the_bisect_step(history: History, tmp_path: Path
     with WorkClone(git_common_dir(history["repo"])) as wc:
         wc.checkout(history["base"])
         res = run_tool([sys.executable, str(BISECT), "--step", "--run-dir",
-                        str(tmp_path / "run"), "--", "-k", "test_ivposition", "-p",
+                        str(tmp_path / "run"), "--", *IVPOSITION, "-p",
                         "selftests.ci.truncate_junit_plugin"], cwd=wc.path)
         assert git(wc.path, "status", "--porcelain", "--untracked-files=no") == ""
     assert res.returncode == 128, res.stderr

@@ -25,6 +25,7 @@ from ivflat.ci.suite import Build, junit_id, parse_junit
 from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude, rerun_options
 from ivflat.device import known_bugs
 from ivflat.host.paths import REPO
+from selftests.inner import INNER_OPTS
 
 from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
 
@@ -65,7 +66,8 @@ def side(tmp_path: Path, name: str, module: str = MODULE) -> report.Side:
     mod.write_text(module)
     xml = tmp_path / f"{name}.xml"
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          f"--junitxml={xml}", mod.name], cwd=tmp_path, capture_output=True,
+                          *INNER_OPTS, f"--junitxml={xml}", mod.name], cwd=tmp_path,
+                         capture_output=True,
                          text=True, env=dict(os.environ, SIDE=name), timeout=scaled(120))
     outcomes, messages = parse_junit(xml)
     run = suite.TestRun(res.returncode, outcomes, messages, 1.0, res.stdout)

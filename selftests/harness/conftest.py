@@ -15,14 +15,11 @@ from ivflat.host.paths import REPO, cache_dir
 from ivflat.host.reaper import release_all
 from ivflat.qemu.under_test import QEMU_ENV
 from ivflat.servers.python_server import IvshmemServer
+from selftests.inner import INNER_OPTS
 
 from .servertools import SIZE, Raw
 
 SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
-# For the inner runs of synthetic tests (plugin_pytester's, test_cleanup.py's), none using
-# Hypothesis: its pytest plugin imports Hypothesis at every session's end (in its
-# pytest_terminal_summary), about half of the CPU time of such a run.
-INNER_OPTS = ("-p", "no:hypothesispytest")
 
 
 @pytest.fixture

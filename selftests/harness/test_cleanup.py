@@ -30,8 +30,7 @@ import pytest
 from ivflat.device import traces
 from ivflat.host import reaper, signals, timeouts
 from ivflat.host.paths import REPO
-
-from .conftest import INNER_OPTS
+from selftests.inner import INNER_OPTS
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 MARKER_VAR = "IVSHMEM_TEST_CLEANUP_MARKER"  # in the environment of everything an inner run starts
