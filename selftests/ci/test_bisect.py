@@ -65,7 +65,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)
               pytest.mark.usefixtures("one_at_a_time")]
 
 
-@pytest.mark.history_cost(25)
+@pytest.mark.history_cost(26)
 def test_bisect_names_the_breaking_commit(history: History) -> None:
     """ci/bisect names the breaking commit and one of BAD's failing tests, each failure an
     assert on the register (not a fixture error); the unbuildable commit is skipped with
@@ -111,7 +111,7 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
     assert processes_mentioning(str(work)) == []
 
 
-@pytest.mark.history_cost(21)
+@pytest.mark.history_cost(22)
 def test_bisect_first_fixed_names_the_fix(history: History) -> None:
     """Reverse mode: BROKEN = the breaking commit, FIXED = the head; the first commit where
     test_ivposition passes again is the fix (the unbuildable commit in between skipped)."""
@@ -190,8 +190,8 @@ def ctrl_c_tool(cmd: list[str], tmp_path: Path, work: Path, pattern: str | None 
     return rc, seen
 
 
-@pytest.mark.history_cost(20)
-@pytest.mark.parametrize("when", ["building", "testing"])
+@pytest.mark.parametrize("when", [pytest.param("building", marks=pytest.mark.history_cost(30)),
+                                  pytest.param("testing", marks=pytest.mark.history_cost(16))])
 def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: str) -> None:
     """Ctrl-C in a step of `git bisect run` (after it skipped the unbuildable commit): while
     it compiles (held by compile_gate.py), or while a test body runs with QEMU up (a
@@ -225,8 +225,8 @@ def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: 
             pass
 
 
-@pytest.mark.history_cost(7)
-@pytest.mark.parametrize("when", ["building", "testing"])
+@pytest.mark.parametrize("when", [pytest.param("building", marks=pytest.mark.history_cost(12)),
+                                  pytest.param("testing", marks=pytest.mark.history_cost(6))])
 def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path,
                                                 when: str) -> None:
     """Ctrl-C while the patched tree compiles in the clone (the series applied with `git am`,
@@ -285,8 +285,9 @@ def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.history_cost(16)
-@pytest.mark.parametrize("form", ["format-patch", "diff-u"])
+@pytest.mark.parametrize("form", [
+    pytest.param("format-patch", marks=pytest.mark.history_cost(20)),
+    pytest.param("diff-u", marks=pytest.mark.history_cost(14))])
 def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
                                              form: str) -> None:
     """ci/validate-patch, given the breaking commit as a format-patch or a plain diff, exits 1
@@ -325,7 +326,7 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     assert binaries == []
 
 
-@pytest.mark.history_cost(2)
+@pytest.mark.history_cost(3)
 def test_bad_input_is_a_clear_error(history: History, tmp_path: Path) -> None:
     """No traceback, exit 2, one line saying what is wrong; cheap (nothing is built)."""
     repo = history["repo"]

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)
               pytest.mark.usefixtures("one_at_a_time")]
 
 
-@pytest.mark.history_cost(3)
+@pytest.mark.history_cost(4)
 def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
     """Two `ci/build-qemu --source REPO --rev C` at once: both exit 0 and print the same
     binary, which works; one published result (no temporary left); the user's repository is
@@ -81,7 +81,7 @@ def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
     assert res.returncode == 0, res.stdout
 
 
-@pytest.mark.history_cost(5)
+@pytest.mark.history_cost(6)
 def test_truncated_junit_aborts_the_bisect_step(history: History, tmp_path: Path) -> None:
     """A bisect step whose pytest left a truncated JUnit file exits 128 (the bisect stops)
     and says INTERNAL ERROR -- before the fix it answered 1, "bad"."""
