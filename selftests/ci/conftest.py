@@ -14,10 +14,12 @@ none, and every build must take them from the user's tree (``ivflat.ci.subprojec
 
 Each xdist worker has a *slot* of its own: a copy of the history (the same commits: the
 recipe is deterministic) and so a work clone of its own, since the tools share one work
-clone per repository and refuse a second user at once. The history's tests form one xdist
-group per worker, so the workers run them side by side from the start; builds keyed by
-source (``ci/build-qemu --rev``) are shared by the slots, the in-place ones live in each
-clone's build dir (a new slot's first build is a full one, ccache hits, once per machine).
+clone per repository and refuse a second user at once; a test holds its slot's lock. The
+history's tests form one xdist group per worker, so the workers run them side by side from
+the start; builds keyed by source (``ci/build-qemu --rev``) are shared by the slots, the
+in-place ones live in each clone's build dir (a new slot's first build is a full one,
+ccache hits, once per machine). A test whose slot a concurrent run on the same cache holds
+takes another slot that is free, if one was made.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     costs = []
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "history" in fixtures or "one_at_a_time" in fixtures:
+        if "history" in fixtures:
             mark = item.get_closest_marker("history_cost")
             costs.append((float(mark.args[0]) if mark else 1.0, item))
     for cost, item in sorted(costs, key=lambda c: -c[0]):  # stable: collection order
@@ -151,28 +153,60 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group(f"{HISTORY_GROUP}-{n}"))
 
 
-@pytest.fixture(scope="module")
-def history() -> History:
-    """This worker's slot of the synthetic repository (a --shared clone of the Debian base
-    repo plus HISTORY), created once per slot, Debian version and recipe; returns its path
-    and commit ids."""
+@pytest.fixture
+def history() -> Iterator[History]:
+    """A slot of the synthetic repository (a --shared clone of the Debian base repo plus
+    HISTORY), created once per slot, Debian version and recipe: its path and commit ids,
+    the slot's lock held for the test (:func:`_free_slot`)."""
     try:
         base_repo = debian_base_repo()
     except UserError as exc:
         pytest.skip(str(exc))
     cache = cache_dir()
-    with selftest_lock(cache):
-        return _make_history(base_repo, cache, slot())
+    with _free_slot(cache, _ready_slots(base_repo, cache)) as n:
+        yield _make_history(base_repo, cache, n)
 
 
-@pytest.fixture
-def one_at_a_time(history: History) -> Iterator[None]:
-    with selftest_lock(cache_dir()):
-        yield
+@contextlib.contextmanager
+def _free_slot(cache: Path, ready: list[int]) -> Iterator[int]:
+    """This worker's slot if no one holds it, else another slot already made that no one
+    holds (a concurrent run on the same cache has its tests in them too), else this
+    worker's when its holder is done: never a new slot (a full build) for want of a free
+    one."""
+    mine = slot()
+    for n in [mine, *(r for r in ready if r != mine)]:
+        path = _lock_path(cache, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            try:
+                yield n
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            return
+    with selftest_lock(cache, mine):
+        yield mine
+
+
+def _history_repo(base_repo: Path, cache: Path, n: int) -> Path:
+    return cache / "selftest" / (f"history-{base_repo.name}-{RECIPE}" + (f"-{n}" if n else ""))
+
+
+def _ready_slots(base_repo: Path, cache: Path) -> list[int]:
+    """The slots whose history is made, in order."""
+    prefix = _history_repo(base_repo, cache, 0).name
+    found = [int(p.name.removeprefix(prefix).removeprefix("-") or 0)
+             for p in (cache / "selftest").glob(prefix + "*")
+             if p.name.removeprefix(prefix).removeprefix("-").isdigit() or p.name == prefix]
+    return sorted(n for n in found if (_history_repo(base_repo, cache, n) / ".git" /
+                                       "ivflat-ready").exists())
 
 
 def _make_history(base_repo: Path, cache: Path, n: int) -> History:
-    repo = cache / "selftest" / (f"history-{base_repo.name}-{RECIPE}" + (f"-{n}" if n else ""))
+    repo = _history_repo(base_repo, cache, n)
     if not (repo / ".git" / "ivflat-ready").exists():
         tmp = repo.with_name(repo.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -61,8 +61,7 @@ from .tools import (
 SELECT = IVPOSITION
 CATALOGUE_SELECT = ["-k", "test_ivposition"]  # the whole catalogue, as a user selects
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT))),
-              pytest.mark.usefixtures("one_at_a_time")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))]
 
 
 @pytest.mark.history_cost(26)

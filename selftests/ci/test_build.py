@@ -33,8 +33,7 @@ from .tools import (
     started_tool,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT))),
-              pytest.mark.usefixtures("one_at_a_time")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))]
 
 
 @pytest.mark.history_cost(4)

@@ -176,7 +176,6 @@ def test_fix_series_files_read_as_numbered_patches_and_a_cover(tmp_path: Path) -
 
 @pytest.mark.slow
 @pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))
-@pytest.mark.usefixtures("one_at_a_time")
 @pytest.mark.history_cost(19)
 def test_validate_patch_reports_a_fixed_known_bug(history: History, tmp_path: Path) -> None:
     """The real tool on the synthetic history's base (Debian's tree): an mbox holding a cover
