@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import signal
 import threading
-import tomllib
 
 import pytest
 
 from ivflat.host import signals
-from ivflat.host.paths import REPO, cache_dir
-from ivflat.qemu.under_test import QEMU_ENV
 
-SUITE_CACHE = cache_dir()  # now: pytester points HOME elsewhere
-# Self-tests that must run one at a time (those taking the synthetic history's lock,
-# selftests/ci/conftest.py) form an xdist group: under --dist loadgroup, which hands out
-# the largest unit first, one worker runs them back to back from the start while the
-# other runs everything else, instead of both workers blocking on the lock in turn.
+# Self-tests that must run on one worker form xdist groups (the synthetic history's tests,
+# one group per worker and each worker its own copy of the history: selftests/ci/conftest.py;
+# the bug reproducers, run together: selftests/ci/test_bug_reports.py): under --dist
+# loadgroup, which hands out the largest unit first, the workers start with them.
 _LOADGROUP = "ivflat_loadgroup"  # in workerinput: the controller schedules by group
 
 
@@ -64,23 +60,3 @@ def children_take_signals() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_IGN:
             signal.signal(sig, signals.ignore_caught)
-
-
-@pytest.fixture
-def plugin_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                    ) -> pytest.Pytester:
-    """A pytester whose inner runs (``runpytest_subprocess``: real pytest processes) load
-    this checkout's plugin with the suite's own ini settings (pyproject's ``timeout`` and
-    markers) and see the suite's cache (pytester points HOME at its directory); no binary
-    is named unless a test names one."""
-    ini = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
-    opts = ini["ini_options"]
-    pytester.makeini("[pytest]\n"
-                     f"timeout = {opts['timeout']}\n"
-                     "markers =\n" + "".join(f"    {m}\n" for m in opts["markers"]))
-    pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(REPO / 'fixtures')!r})\n"
-                          "pytest_plugins = ('ivflat.plugin.options',)\n")
-    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(SUITE_CACHE))
-    for var in (*QEMU_ENV, "PYTEST_TIMEOUT"):
-        monkeypatch.delenv(var, raising=False)
-    return pytester

@@ -11,6 +11,15 @@ first commit drops them from the index (``DROPPED``), and they stay in the repos
 work tree as meson leaves them after downloading them (ignored by
 ``subprojects/.gitignore``). So the tools' private clones and ``git archive`` exports have
 none, and every build must take them from the user's tree (``ivflat.ci.subprojects``).
+
+Each xdist worker has a *slot* of its own: a copy of the history (the same commits: the
+recipe is deterministic) and so a work clone of its own, since the tools share one work
+clone per repository and refuse a second user at once; a test holds its slot's lock. The
+history's tests form one xdist group per worker, so the workers run them side by side from
+the start; builds keyed by source (``ci/build-qemu --rev``) are shared by the slots, the
+in-place ones live in each clone's build dir (a new slot's first build is a full one,
+ccache hits, once per machine). A test whose slot a concurrent run on the same cache holds
+takes another slot that is free, if one was made.
 """
 
 from __future__ import annotations
@@ -72,17 +81,21 @@ HISTORY: list[tuple[str, str, str, str, str]] = [
      "is intended for machines", "is meant for machines", "harmless"),
 ]
 DROPPED = ("keycodemapdb", "berkeley-softfloat-3", "berkeley-testfloat-3")
-HISTORY_GROUP = "selftest-history"  # the tests taking selftest_lock (xdist_group)
+HISTORY_GROUP = "selftest-history"  # + "-<n>": the tests taking a slot's lock (xdist_group)
 RECIPE = hashlib.sha256(json.dumps([DROPPED, HISTORY]).encode()).hexdigest()[:12]
 
 
+def slot() -> int:
+    """This process's history slot: its xdist worker's number (gw1 -> 1), else 0."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def _lock_path(cache: Path, n: int) -> Path:
+    return cache / "selftest" / (".lock" + (f"-{n}" if n else ""))
+
+
 @contextlib.contextmanager
-def selftest_lock(cache: Path) -> Iterator[None]:
-    """One self-test at a time per cache, across xdist workers and concurrent runs: the tools
-    share one work clone per repository and refuse a second user at once (by design), and
-    the history is built in place. A blocking flock waits exactly until the holder is done;
-    the module's pytest timeout bounds it."""
-    path = cache / "selftest" / ".lock"
+def _flock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -92,37 +105,108 @@ def selftest_lock(cache: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def selftest_lock(cache: Path, n: int | None = None) -> Iterator[None]:
+    """One self-test at a time per slot (this worker's unless *n*), across concurrent runs
+    on the cache: the tools share one work clone per repository and refuse a second user at
+    once (by design), and the history is built in place. A blocking flock waits exactly
+    until the holder is done; the module's pytest timeout bounds it."""
+    with _flock(_lock_path(cache, slot() if n is None else n)):
+        yield
+
+
+@contextlib.contextmanager
+def every_slot_locked(cache: Path) -> Iterator[None]:
+    """Every slot's lock (this run's workers' and any other run's), taken in order: for a
+    test that must exclude all of the history's tests, whichever worker runs them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    known = {int(p.name.removeprefix(".lock-")) for p in (cache / "selftest").glob(".lock-*")}
+    with contextlib.ExitStack() as stack:
+        for n in sorted(known | set(range(workers))):  # 0: ".lock"
+            stack.enter_context(selftest_lock(cache, n))
+        yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "history_cost(seconds): about how long a test of "
+                            "the synthetic history takes (to balance its xdist groups)")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker names the grouped tests
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that takes the history's lock through a fixture in one xdist group
-    (selftests/conftest.py); one that takes it by name carries the mark itself."""
+    """The tests that take a slot's lock through a fixture go in one xdist group per
+    worker (selftests/conftest.py), the longest first, each to the group with the least
+    so far (by their ``history_cost`` mark; 1 s unmarked). Under loadgroup each worker
+    starts with one group (the groups are the largest units), so the history's long tests
+    run on both workers at once, each in its own slot."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    load = [0.0] * workers
+    costs = []
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "history" in fixtures or "one_at_a_time" in fixtures:
-            item.add_marker(pytest.mark.xdist_group(HISTORY_GROUP))
+        if "history" in fixtures:
+            mark = item.get_closest_marker("history_cost")
+            costs.append((float(mark.args[0]) if mark else 1.0, item))
+    for cost, item in sorted(costs, key=lambda c: -c[0]):  # stable: collection order
+        n = load.index(min(load))
+        load[n] += cost
+        item.add_marker(pytest.mark.xdist_group(f"{HISTORY_GROUP}-{n}"))
 
 
-@pytest.fixture(scope="module")
-def history() -> History:
-    """The synthetic repository (a --shared clone of the Debian base repo plus HISTORY),
-    created once per Debian version and recipe; returns its path and commit ids."""
+@pytest.fixture
+def history() -> Iterator[History]:
+    """A slot of the synthetic repository (a --shared clone of the Debian base repo plus
+    HISTORY), created once per slot, Debian version and recipe: its path and commit ids,
+    the slot's lock held for the test (:func:`_free_slot`)."""
     try:
         base_repo = debian_base_repo()
     except UserError as exc:
         pytest.skip(str(exc))
     cache = cache_dir()
-    with selftest_lock(cache):
-        return _make_history(base_repo, cache)
+    with _free_slot(cache, _ready_slots(base_repo, cache)) as n:
+        yield _make_history(base_repo, cache, n)
 
 
-@pytest.fixture
-def one_at_a_time(history: History) -> Iterator[None]:
-    with selftest_lock(cache_dir()):
-        yield
+@contextlib.contextmanager
+def _free_slot(cache: Path, ready: list[int]) -> Iterator[int]:
+    """This worker's slot if no one holds it, else another slot already made that no one
+    holds (a concurrent run on the same cache has its tests in them too), else this
+    worker's when its holder is done: never a new slot (a full build) for want of a free
+    one."""
+    mine = slot()
+    for n in [mine, *(r for r in ready if r != mine)]:
+        path = _lock_path(cache, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            try:
+                yield n
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            return
+    with selftest_lock(cache, mine):
+        yield mine
 
 
-def _make_history(base_repo: Path, cache: Path) -> History:
-    repo = cache / "selftest" / f"history-{base_repo.name}-{RECIPE}"
+def _history_repo(base_repo: Path, cache: Path, n: int) -> Path:
+    return cache / "selftest" / (f"history-{base_repo.name}-{RECIPE}" + (f"-{n}" if n else ""))
+
+
+def _ready_slots(base_repo: Path, cache: Path) -> list[int]:
+    """The slots whose history is made, in order."""
+    prefix = _history_repo(base_repo, cache, 0).name
+    found = [int(p.name.removeprefix(prefix).removeprefix("-") or 0)
+             for p in (cache / "selftest").glob(prefix + "*")
+             if p.name.removeprefix(prefix).removeprefix("-").isdigit() or p.name == prefix]
+    return sorted(n for n in found if (_history_repo(base_repo, cache, n) / ".git" /
+                                       "ivflat-ready").exists())
+
+
+def _make_history(base_repo: Path, cache: Path, n: int) -> History:
+    repo = _history_repo(base_repo, cache, n)
     if not (repo / ".git" / "ivflat-ready").exists():
         tmp = repo.with_name(repo.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

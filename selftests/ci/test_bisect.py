@@ -45,6 +45,7 @@ from ivflat.host.timeouts import scaled
 from .tools import (
     BISECT,
     BUILD_QEMU,
+    IVPOSITION,
     TOOL_TIMEOUT,
     VALIDATE,
     Events,
@@ -58,12 +59,13 @@ from .tools import (
     started_tool,
 )
 
-SELECT = ["-k", "test_ivposition"]
+SELECT = IVPOSITION
+CATALOGUE_SELECT = ["-k", "test_ivposition"]  # the whole catalogue, as a user selects
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT))),
-              pytest.mark.usefixtures("one_at_a_time")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))]
 
 
+@pytest.mark.history_cost(26)
 def test_bisect_names_the_breaking_commit(history: History) -> None:
     """ci/bisect names the breaking commit and one of BAD's failing tests, each failure an
     assert on the register (not a fixture error); the unbuildable commit is skipped with
@@ -75,7 +77,7 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
         shutil.rmtree(work / "subprojects" / name, ignore_errors=True)
     before = repo_state(repo)
     res = run_tool([sys.executable, str(BISECT), history["base"], history["tip"],
-                    "--source", str(repo), "--", *SELECT])
+                    "--source", str(repo), "--", *CATALOGUE_SELECT])
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"First bad commit: {history['breaks']}" in res.stdout
     at_it = res.stdout.split("Failing tests at it:")[1].split("\n\n")[0]
@@ -109,6 +111,7 @@ def test_bisect_names_the_breaking_commit(history: History) -> None:
     assert processes_mentioning(str(work)) == []
 
 
+@pytest.mark.history_cost(22)
 def test_bisect_first_fixed_names_the_fix(history: History) -> None:
     """Reverse mode: BROKEN = the breaking commit, FIXED = the head; the first commit where
     test_ivposition passes again is the fix (the unbuildable commit in between skipped)."""
@@ -187,7 +190,8 @@ def ctrl_c_tool(cmd: list[str], tmp_path: Path, work: Path, pattern: str | None 
     return rc, seen
 
 
-@pytest.mark.parametrize("when", ["building", "testing"])
+@pytest.mark.parametrize("when", [pytest.param("building", marks=pytest.mark.history_cost(30)),
+                                  pytest.param("testing", marks=pytest.mark.history_cost(16))])
 def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: str) -> None:
     """Ctrl-C in a step of `git bisect run` (after it skipped the unbuildable commit): while
     it compiles (held by compile_gate.py), or while a test body runs with QEMU up (a
@@ -207,16 +211,22 @@ def test_bisect_ctrl_c_resets_the_clone(history: History, tmp_path: Path, when: 
     assert repo_state(repo) == before
     assert_clone_reset(work)
     if when == "building":
-        # the lock is released and the clone is usable: a new run gives the right answer
-        res = run_tool(cmd)
+        # the lock is released and the clone usable: a new run, which builds over the
+        # interrupted build and runs `git bisect run` again, gives the right answer. Two
+        # commits (one bisect step) prove that; the whole range is the test above.
+        res = run_tool([*cmd[:2], f"{history['breaks']}~2", history["breaks"], *cmd[4:]])
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"First bad commit: {history['breaks']}" in res.stdout
+        steps = load_steps(Path(res.stderr.split("logs in ")[1].split()[0]))
+        inside = git(repo, "rev-parse", f"{history['breaks']}~1")  # the step in between
+        assert steps[inside]["verdict"] == "good" and len(steps) == 3, steps
     else:
         with WorkClone(git_common_dir(repo)):  # the lock was released
             pass
 
 
-@pytest.mark.parametrize("when", ["building", "testing"])
+@pytest.mark.parametrize("when", [pytest.param("building", marks=pytest.mark.history_cost(12)),
+                                  pytest.param("testing", marks=pytest.mark.history_cost(6))])
 def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path,
                                                 when: str) -> None:
     """Ctrl-C while the patched tree compiles in the clone (the series applied with `git am`,
@@ -241,6 +251,7 @@ def test_validate_patch_ctrl_c_resets_the_clone(history: History, tmp_path: Path
         pass
 
 
+@pytest.mark.history_cost(4)
 def test_build_in_place_ctrl_c_restores_the_checkout(history: History, tmp_path: Path) -> None:
     """ci/build-qemu --in-place interrupted while a compile runs (held by compile_gate.py:
     the wiring patch is applied by then) reverts the patch, stops ninja and its compilers,
@@ -277,29 +288,34 @@ def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("form", ["format-patch", "diff-u"])
+@pytest.mark.parametrize("form", [
+    pytest.param("format-patch", marks=pytest.mark.history_cost(20)),
+    pytest.param("diff-u", marks=pytest.mark.history_cost(14))])
 def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
                                              form: str) -> None:
     """ci/validate-patch, given the breaking commit as a format-patch or a plain diff, exits 1
-    with REGRESSED and the IVPOSITION test newly failing, each change reproduced 3/3; it
-    leaves the user's repo, its clone and the process table as they were, and its run
-    directory keeps logs and JUnit of every side, never a QEMU binary."""
+    with REGRESSED and the IVPOSITION test newly failing, each change reproduced in every
+    round (3/3; the plain diff, which differs only in how it applies, with --confirm 1:
+    1/1); it leaves the user's repo, its clone and the process table as they were, and its
+    run directory keeps logs and JUnit of every side, never a QEMU binary."""
     repo, work = history["repo"], history["work"]
+    rounds = 3 if form == "format-patch" else 1
     if form == "format-patch":
         patch = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path), history["breaks"]))
     else:
         patch = plain_diff(repo, history["breaks"], tmp_path / "ivposition.diff")
     before = repo_state(repo)
     res = run_tool([sys.executable, str(VALIDATE), str(patch), "--source", str(repo),
-                    "--base", f"{history['breaks']}^", "--", *SELECT])
+                    "--base", f"{history['breaks']}^",
+                    *(["--confirm", str(rounds)] if rounds != 3 else []), "--", *SELECT])
     assert res.returncode == 1, res.stdout + res.stderr
     newly = res.stdout.split("Newly failing")[1].split("\n\n")[0]
     assert "test_ivposition_reports_server_assigned_id" in newly
-    # each changed test re-run 3 times on each side, the breakage every time; an entry is
+    # each changed test re-run on each side, the breakage every time; an entry is
     # its test id's line and what the 72 columns of the mail-ready report wrapped
     entries = [" ".join(e.split()) for e in re.split(r"\n(?=  \S)", newly) if "  [" in e
                or "\n      [" in e]
-    assert entries and all("] (reproduced 3/3)" in e for e in entries), newly
+    assert entries and all(f"] (reproduced {rounds}/{rounds})" in e for e in entries), newly
     assert "REGRESSED" in res.stdout
     assert repo_state(repo) == before
     assert_clone_reset(work)
@@ -308,11 +324,12 @@ def test_validate_patch_reports_the_breakage(history: History, tmp_path: Path,
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])
     assert (run_dir / "tests-before" / "junit.xml").exists()
     assert (run_dir / "tests-after" / "junit.xml").exists()
-    assert (run_dir / "confirm" / "before-3" / "junit.xml").exists()
+    assert (run_dir / "confirm" / f"before-{rounds}" / "junit.xml").exists()
     binaries = [p for p in run_dir.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
     assert binaries == []
 
 
+@pytest.mark.history_cost(3)
 def test_bad_input_is_a_clear_error(history: History, tmp_path: Path) -> None:
     """No traceback, exit 2, one line saying what is wrong; cheap (nothing is built)."""
     repo = history["repo"]

@@ -6,10 +6,17 @@ run as a maintainer would run it, shows the bug on a wired tree. Each reproducer
 itself (``BUG:`` exit 1, ``OK:`` exit 0), so it is run on the reference build, where the
 bug must show, and, marked slow, on ``reference-fixes``, where it must not: a check that
 cannot fail would say BUG on both.
+
+A reproducer mostly waits (QEMU runs for a fixed time, a hang is judged at its end), so the
+reproducers this process will run are started together, a few at a time, when the first of
+their tests asks (one xdist group: they all run on one worker); each test then judges its
+own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,20 +27,30 @@ from ivflat.host.paths import cache_dir
 from ivflat.host.timeouts import ASAN_SCALE, scaled
 
 SECONDS = scaled(3.0)  # how long QEMU runs in a reproducer (a hang is judged at its end)
+AT_ONCE = 6  # reproducers running together: mostly idle, but each starts QEMU and a server
+GROUP = pytest.mark.xdist_group("bug-reproducers")
+Runs = dict[tuple[str, bool], "Future[tuple[int, str]]"]  # (bug id, fixed) -> its run
+
+
+def _path(name: str) -> Path:
+    return cache_dir() / name / "qemu-system-arm"
 
 
 def _binary(name: str) -> Path:
-    binary = cache_dir() / name / "qemu-system-arm"
+    binary = _path(name)
     if not binary.exists():
         flags = " --sanitize" * ("sanitize" in name) + " --with-fixes" * ("fixes" in name)
         pytest.skip(f"no {name} build (ci/build-qemu{flags})")
     return binary
 
 
-def _build_for(bug: known_bugs.KnownBug, fixed: bool) -> Path:
+def _build_name(bug: known_bugs.KnownBug, fixed: bool) -> str:
     """The reference build the bug's reproducer needs (an ASan one for an ASan-only bug)."""
-    asan = bug.needs == known_bugs.ASAN
-    return _binary("reference" + "-sanitize" * asan + "-fixes" * fixed)
+    return "reference" + "-sanitize" * (bug.needs == known_bugs.ASAN) + "-fixes" * fixed
+
+
+def _build_for(bug: known_bugs.KnownBug, fixed: bool) -> Path:
+    return _binary(_build_name(bug, fixed))
 
 
 def _seconds(bug: known_bugs.KnownBug) -> float:
@@ -65,18 +82,54 @@ def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPat
     assert bugreports.drift() == [f"{bug.id}.md"]
 
 
+FIXED = {"test_reproducer_shows_the_bug_on_the_reference": False,
+         "test_reproducer_sees_no_bug_with_the_fix": True}  # the tests below
+
+
+@pytest.fixture(scope="module")
+def reproducer_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
+    """Every reproducer run that this session's tests of the module ask for (those whose
+    build exists: the others skip), AT_ONCE at a time, the longest first; on leaving, the
+    ones not started are dropped and the running ones waited for (bugreports.run bounds
+    each)."""
+    wanted = []
+    for item in request.session.items:
+        fixed = FIXED.get(getattr(item, "originalname", ""))
+        callspec = getattr(item, "callspec", None)
+        if (item.module is request.module and fixed is not None and callspec is not None
+                and not (item.get_closest_marker("slow")
+                         and not request.config.getoption("--run-slow"))):
+            wanted.append((callspec.params["bug"], fixed))
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        runs: Runs = {}
+        for bug, fixed in sorted(wanted, key=lambda w: -_seconds(w[0])):  # longest first
+            build = _path(_build_name(bug, fixed))
+            if build.exists():
+                runs[bug.id, fixed] = pool.submit(bugreports.run, bug, build, _seconds(bug))
+        try:
+            yield runs
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+@GROUP
 @pytest.mark.parametrize("bug", known_bugs.BUGS, ids=lambda b: b.id)
-def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug) -> None:
+def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug,
+                                                   reproducer_runs: Runs) -> None:
     """Each reproducer, run as a maintainer would, says ``BUG:`` and exits 1 on the reference
     build (an ASan one for an ASan-only bug), where the bug is present."""
-    rc, out = bugreports.run(bug, _build_for(bug, fixed=False), _seconds(bug))
+    _build_for(bug, fixed=False)
+    rc, out = reproducer_runs[bug.id, False].result()
     assert (rc, bugreports.verdict(out)[:4]) == (1, "BUG:"), out
 
 
 @pytest.mark.slow
+@GROUP
 @pytest.mark.parametrize("bug", [b for b in known_bugs.BUGS if b.fix], ids=lambda b: b.id)
-def test_reproducer_sees_no_bug_with_the_fix(bug: known_bugs.KnownBug) -> None:
+def test_reproducer_sees_no_bug_with_the_fix(bug: known_bugs.KnownBug,
+                                             reproducer_runs: Runs) -> None:
     """Each reproducer of a bug with a fix says ``OK:`` and exits 0 on the build carrying the
     fix series: with the BUG test above, proof that its check can fail both ways."""
-    rc, out = bugreports.run(bug, _build_for(bug, fixed=True), _seconds(bug))
+    _build_for(bug, fixed=True)
+    rc, out = reproducer_runs[bug.id, True].result()
     assert (rc, bugreports.verdict(out)[:3]) == (0, "OK:"), out

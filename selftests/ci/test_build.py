@@ -24,6 +24,7 @@ from ivflat.host.timeouts import scaled
 from .tools import (
     BISECT,
     BUILD_QEMU,
+    IVPOSITION,
     TOOL_TIMEOUT,
     History,
     git,
@@ -32,10 +33,10 @@ from .tools import (
     started_tool,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT))),
-              pytest.mark.usefixtures("one_at_a_time")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))]
 
 
+@pytest.mark.history_cost(4)
 def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
     """Two `ci/build-qemu --source REPO --rev C` at once: both exit 0 and print the same
     binary, which works; one published result (no temporary left); the user's repository is
@@ -79,13 +80,14 @@ def test_concurrent_builds_of_one_source_both_succeed(history: History) -> None:
     assert res.returncode == 0, res.stdout
 
 
+@pytest.mark.history_cost(6)
 def test_truncated_junit_aborts_the_bisect_step(history: History, tmp_path: Path) -> None:
     """A bisect step whose pytest left a truncated JUnit file exits 128 (the bisect stops)
     and says INTERNAL ERROR -- before the fix it answered 1, "bad"."""
     with WorkClone(git_common_dir(history["repo"])) as wc:
         wc.checkout(history["base"])
         res = run_tool([sys.executable, str(BISECT), "--step", "--run-dir",
-                        str(tmp_path / "run"), "--", "-k", "test_ivposition", "-p",
+                        str(tmp_path / "run"), "--", *IVPOSITION, "-p",
                         "selftests.ci.truncate_junit_plugin"], cwd=wc.path)
         assert git(wc.path, "status", "--porcelain", "--untracked-files=no") == ""
     assert res.returncode == 128, res.stderr

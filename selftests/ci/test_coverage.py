@@ -25,7 +25,7 @@ from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO, reference_dir
 from ivflat.host.timeouts import scaled
 
-from .tools import TOOL_TIMEOUT, run_tool
+from .tools import IVPOSITION, TOOL_TIMEOUT, run_tool
 
 COVERAGE = REPO / "ci" / "coverage"
 PROGRAM = """\
@@ -115,7 +115,7 @@ def test_nothing_to_report_is_said(gcov_build: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(int(scaled(TOOL_TIMEOUT)))
 def test_coverage_html_on_the_reference_coverage_build(tmp_path: Path) -> None:
-    """ci/coverage --html on `<cache>/reference-coverage` with -k test_ivposition: the
+    """ci/coverage --html on `<cache>/reference-coverage` with the IVPOSITION tests: the
     suite passes, the device's lines and branches are counted, gcovr's pages written."""
     if not (reference_dir("coverage") / "BUILDINFO.json").exists():
         pytest.skip("no coverage build (ci/build-qemu --coverage)")
@@ -123,7 +123,7 @@ def test_coverage_html_on_the_reference_coverage_build(tmp_path: Path) -> None:
         pytest.skip("no gcovr (ci/install-deps)")
     out = tmp_path / "out"
     res = run_tool([sys.executable, str(COVERAGE), "--html", "--out", str(out), "--",
-                    "-k", "test_ivposition"])
+                    *IVPOSITION])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     m = re.search(r"lines (\d+)/(\d+) .*, branches (\d+)/(\d+) ", res.stdout)
     assert m, res.stdout

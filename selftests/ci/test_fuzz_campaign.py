@@ -1,7 +1,12 @@
 """ci/fuzz, the campaign tool: concurrent campaigns share one example database (the
 scale-out the README describes: a directory, or a real Redis server), and a saved failure
 is replayed first. A self-test of the tool: the device catalogue's fixed-seed profile is
-qtests/test_fuzz.py."""
+qtests/test_fuzz.py.
+
+A campaign mostly waits on QEMU (the bug these find is a hang, judged by a timeout), so the
+module's tests run their campaigns side by side: each test's runs are started together at
+the module's first test (``started``; the module is one xdist group, so on one worker),
+and each test waits for its own and checks what they did, as it would have in turn."""
 
 from __future__ import annotations
 
@@ -10,46 +15,131 @@ import selectors
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 
-from ivflat.host import timeouts
+from ivflat.host import reaper, timeouts
 from ivflat.host.paths import REPO
 from ivflat.host.reaper import pdeathsig_prefix
+from ivflat.plugin.binary import skip_reason, under_test
 
-pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
-
-
-def _campaign(qemu: Path, db: str | Path, art: Path, seed: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--seed", str(seed),
-         "--qemu", str(qemu),
-         "--model", "fixed", "--only", "version-unchecked", "--db", str(db),
-         "--no-shrink", "--stop-on-failure", "--steps", "5", "--artifacts", str(art)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest,
+              pytest.mark.xdist_group("fuzz-campaigns")]
+Run = tuple[int, str]  # a tool's exit status and output
 
 
-def test_two_campaigns_share_a_database(wired_qemu, short_tmp):
+@dataclass
+class Runner:
+    """Starts the tools; at the module's end (close) it starts no more and kills what
+    still runs."""
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, cmd: list[str], timeout: float) -> Run:
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the module's tests are over")
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            self.procs.append(proc)
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+    def campaign(self, qemu: Path, db: str | Path, art: Path, seed: int) -> Run:
+        return self.run(
+            [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--seed", str(seed),
+             "--qemu", str(qemu),
+             "--model", "fixed", "--only", "version-unchecked", "--db", str(db),
+             "--no-shrink", "--stop-on-failure", "--steps", "5", "--artifacts", str(art)],
+            timeout=300)
+
+
+def _shared_dir(runner: Runner, qemu: Path, tmp: Path) -> dict[str, Any]:
+    """Two campaigns at once on one directory database, then what it holds, then a third."""
+    tmp.mkdir()
+    db = tmp / "db"
+    with ThreadPoolExecutor(2) as pool:
+        first = list(pool.map(lambda i: runner.campaign(qemu, db, tmp / f"art{i}", i + 1),
+                              (0, 1)))
+    entries = [f.read_bytes() for f in db.rglob("*") if f.is_file()]
+    return {"first": first, "entries": entries,
+            "third": runner.campaign(qemu, db, tmp / "art3", 99)}
+
+
+def _rediscover(runner: Runner, qemu: Path, tmp: Path) -> Run:
+    return runner.run([sys.executable, str(REPO / "ci" / "fuzz-rediscover"), "--only",
+                       "unaligned-doorbell-write", "--seeds", "2", "--minutes", "2",
+                       "--qemu", str(qemu)], timeout=600)
+
+
+def _shared_redis(runner: Runner, qemu: Path, tmp: Path, url: str) -> dict[str, Any]:
+    """A campaign on the Redis database, what it saved there, then a second campaign."""
+    tmp.mkdir()
+    first = runner.campaign(qemu, url, tmp / "art1", 1)
+    with Redis.from_url(url) as client:
+        keys = client.keys("hypothesis-example:*")
+    return {"first": first, "keys": keys, "second": runner.campaign(qemu, url, tmp / "art2", 99)}
+
+
+@pytest.fixture(scope="module")
+def started(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[Any]]]:
+    """Test name -> its runs, started together (those of the session's tests of this
+    module, when the binary can run them); on leaving, whatever still runs is killed."""
+    names = {getattr(item, "originalname", "") for item in request.session.items
+             if getattr(item, "module", None) is request.module}
+    binary = under_test(request.config)[0]
+    runner = Runner()
+    tmp = Path(tempfile.mkdtemp(prefix=reaper.tagged_name(reaper.TMP_PREFIX)))
+    jobs: dict[str, Callable[[], Any]] = {}
+    if binary is not None and skip_reason(request.config) is None:
+        jobs = {"test_two_campaigns_share_a_database":
+                lambda: _shared_dir(runner, binary, tmp / "dir"),
+                "test_rediscover_times_a_bug_and_names_it":
+                lambda: _rediscover(runner, binary, tmp)}
+        if "test_two_campaigns_share_a_redis_database" in names:
+            try:
+                url = request.getfixturevalue("redis_url")
+            except pytest.skip.Exception:
+                pass  # the test skips on its own, saying why
+            else:
+                jobs["test_two_campaigns_share_a_redis_database"] = \
+                    lambda: _shared_redis(runner, binary, tmp / "redis", url)
+    pool = ThreadPoolExecutor(len(jobs) or 1)
+    try:
+        yield {name: pool.submit(job) for name, job in jobs.items() if name in names}
+    finally:
+        runner.close()
+        pool.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_two_campaigns_share_a_database(wired_qemu, started):
     """Two campaigns at once on one example database both record their failure; the
     database stays readable and a third campaign replays a saved failure first (its first
     example fails). The bug searched is version-unchecked (find mode, only that bug), the
     one reachable in a single step."""
-    db = short_tmp / "db"
-    procs = [_campaign(wired_qemu, db, short_tmp / f"art{i}", seed)
-             for i, seed in enumerate((1, 2))]
-    outs = []
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        outs.append(out)
-        assert p.returncode == 1 and "FAILURE" in out, out[-2000:]
-    entries = [f for f in db.rglob("*") if f.is_file()]
-    assert entries and all(f.read_bytes() for f in entries), entries
-    third = _campaign(wired_qemu, db, short_tmp / "art3", 99)
-    out, _ = third.communicate(timeout=300)
-    assert third.returncode == 1, out[-2000:]
+    got = started["test_two_campaigns_share_a_database"].result()
+    for rc, out in got["first"]:
+        assert rc == 1 and "FAILURE" in out, out[-2000:]
+    assert got["entries"] and all(got["entries"]), got["entries"]
+    rc, out = got["third"]
+    assert rc == 1, out[-2000:]
     assert "found in example 1 of the batch" in out, \
         f"the saved failure was not replayed first:\n{out}"
 
@@ -82,23 +172,28 @@ def test_jobs_run_one_campaign_in_workers_and_sum_them(wired_qemu, short_tmp):
     assert "summed" in out and "| Hypothesis + rules' Python (no span) |" in out, out
 
 
-def test_rediscover_times_a_bug_and_names_it(wired_qemu):
+def test_rediscover_times_a_bug_and_names_it(wired_qemu, started):
     """ci/fuzz-rediscover on one bug, two seeds: each run finds it (the failure is the
     model's switch for that bug, nothing else) and the table row has both times and a
     median; exit 0."""
-    res = subprocess.run(
-        [sys.executable, str(REPO / "ci" / "fuzz-rediscover"), "--only",
-         "unaligned-doorbell-write", "--seeds", "2", "--minutes", "2", "--qemu",
-         str(wired_qemu)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    row = [ln for ln in res.stdout.splitlines() if ln.startswith("| unaligned-doorbell-write")]
-    assert row and row[0].count(",") == 1 and "not found" not in row[0], res.stdout
+    rc, out = started["test_rediscover_times_a_bug_and_names_it"].result()
+    assert rc == 0, out[-4000:]
+    row = [ln for ln in out.splitlines() if ln.startswith("| unaligned-doorbell-write")]
+    assert row and row[0].count(",") == 1 and "not found" not in row[0], out
 
 
-@pytest.fixture
-def redis_url(short_tmp: Path) -> Iterator[str]:
-    """A redis-server of the test's own, on a UNIX socket in its private directory (no
-    TCP port, no dump file), stopped at the end; the directory goes with short_tmp."""
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A redis-server of the module's own, on a UNIX socket in a private directory (no TCP
+    port, no dump file), stopped at the end with the directory."""
+    short_tmp = Path(tempfile.mkdtemp(prefix=reaper.tagged_name(reaper.TMP_PREFIX)))
+    try:
+        yield from _redis(short_tmp)
+    finally:
+        shutil.rmtree(short_tmp, ignore_errors=True)
+
+
+def _redis(short_tmp: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     multicall = shutil.which("redis-check-rdb")
     if binary is None and multicall is not None:
@@ -133,17 +228,15 @@ def redis_url(short_tmp: Path) -> Iterator[str]:
         proc.stdout.close()
 
 
-def test_two_campaigns_share_a_redis_database(wired_qemu, short_tmp, redis_url):
+def test_two_campaigns_share_a_redis_database(wired_qemu, redis_url, started):
     """ci/fuzz --db redis://... on a real Redis server: a campaign saves its failure there,
     and a second campaign, with another seed, replays it first (its first example fails)."""
-    first = _campaign(wired_qemu, redis_url, short_tmp / "art1", 1)
-    out, _ = first.communicate(timeout=300)
-    assert first.returncode == 1 and "FAILURE" in out, out[-2000:]
-    with Redis.from_url(redis_url) as client:
-        assert client.keys("hypothesis-example:*"), "nothing saved in Redis"
-    second = _campaign(wired_qemu, redis_url, short_tmp / "art2", 99)
-    out, _ = second.communicate(timeout=300)
-    assert second.returncode == 1, out[-2000:]
+    got = started["test_two_campaigns_share_a_redis_database"].result()
+    rc, out = got["first"]
+    assert rc == 1 and "FAILURE" in out, out[-2000:]
+    assert got["keys"], "nothing saved in Redis"
+    rc, out = got["second"]
+    assert rc == 1, out[-2000:]
     assert "found in example 1 of the batch" in out, \
         f"the failure saved in Redis was not replayed first:\n{out}"
 

@@ -26,7 +26,7 @@ from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO, cache_dir, reference_dir, reference_tool
 from ivflat.host.timeouts import scaled
 
-from .conftest import HISTORY_GROUP, selftest_lock
+from .conftest import every_slot_locked
 from .tools import BUILD_QEMU, TOOL_TIMEOUT, Events, run_tool, started_tool
 
 ORIGINAL = "static int f(void)\n{\n    return 1;\n}\n"
@@ -304,7 +304,6 @@ def test_no_copy_is_taken_of_a_mutated_tree(tmp_path: Path,
 
 @pytest.mark.slow
 @pytest.mark.timeout(int(scaled(2 * TOOL_TIMEOUT)))
-@pytest.mark.xdist_group(HISTORY_GROUP)  # takes selftest_lock
 def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
         tmp_path: Path) -> None:
     """The issue's reproducer on the real reference: ``ci/mutants --only
@@ -313,7 +312,7 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
     one are unmutated (BUILDINFO's hash is the original source's, IVPOSITION is right)."""
     if reference_tool("qemu-system-arm") is None:
         pytest.skip("no reference build: run ci/build-qemu")
-    with selftest_lock(cache_dir()):
+    with every_slot_locked(cache_dir()):  # no history test meanwhile, on any worker
         res = run_tool([sys.executable, str(BUILD_QEMU)])
         assert res.returncode == 0, res.stderr[-3000:]
         info = json.loads((reference_dir() / "BUILDINFO.json").read_text())

@@ -14,7 +14,7 @@ import pytest
 from ivflat.host.paths import reference_tool
 from ivflat.host.timeouts import scaled
 
-from .tools import SOAK, marked_pids, started_tool
+from .tools import IVPOSITION, SOAK, marked_pids, started_tool
 
 
 def test_soak_two_runs_under_load() -> None:
@@ -23,7 +23,7 @@ def test_soak_two_runs_under_load() -> None:
     if reference_tool("qemu-system-arm") is None:
         pytest.skip("no reference build (ci/build-qemu)")
     cmd = [sys.executable, str(SOAK), "--runs", "2", "--load", "--cpu", "1", "--",
-           "-k", "test_ivposition"]
+           *IVPOSITION]
     with started_tool(cmd) as tool:
         out, err = tool.proc.communicate(timeout=scaled(900))
         left = marked_pids(tool.marker)

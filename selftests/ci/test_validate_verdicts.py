@@ -19,10 +19,12 @@ import pytest
 
 from ivflat.ci.qemubuild import tools_marker
 from ivflat.ci.suite import junit_id
+from selftests.inner import INNER_OPTS
 
 from .tools import VALIDATE, git, prebuilt_qemu_repo, run_tool
 
-FLIP = "selftests/ci/flip_cases.py"
+FLIP_CASES = "selftests/ci/flip_cases.py"
+FLIP = [FLIP_CASES, *INNER_OPTS]  # what the tool runs as the suite
 # ci/build-qemu publishes qemu-system-arm plus two copies of /bin/true: a tmpfs of 1.5 times
 # QEMU's size holds one published build, never two.
 FULL_DISK = 1.5
@@ -77,7 +79,7 @@ def test_patched_tree_not_built_is_a_regression_only_for_its_code(
         cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-euc",
                'mount -t tmpfs -o "size=$1" ivf-full "$2"; shift 2; exec "$@"', "sh",
                str(size), str(builds), *cmd]
-    res = run_tool([*cmd, str(series), "--source", str(tree), "--", FLIP])
+    res = run_tool([*cmd, str(series), "--source", str(tree), "--", *FLIP])
     out = res.stdout + res.stderr
     build_log = (run_dir(res) / "build-after.log").read_text()
     if failure == "compile-error":
@@ -101,10 +103,10 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
     for the re-runs is gone after the run, also when a stale one was in the way."""
     series = patch(tree, tmp_path, (tree / "hw/misc/ivshmem-flat.c").read_text() + "/* */\n")
     res = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
-                    "--report", "md", "--", FLIP])
+                    "--report", "md", "--", *FLIP])
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
-    regresses, flaky = (junit_id(f"{FLIP}::test_{t}") for t in ("regresses", "flaky"))
+    regresses, flaky = (junit_id(f"{FLIP_CASES}::test_{t}") for t in ("regresses", "flaky"))
     assert f"- `{regresses}` [passed -> failed] (reproduced 3/3)" in res.stdout, out
     assert f"- `{flaky}` [passed -> failed] (flaky 1/3)" in res.stdout, out
     assert res.stdout.strip().splitlines()[-1].startswith(
@@ -121,6 +123,6 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
                     if p.is_symlink() and p.name.endswith("-default"))
     published.with_name(published.name + ".base").symlink_to("gone.v1")
     again = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
-                      "--", FLIP])
+                      "--confirm", "1", "--", *FLIP])  # one round keeps the base aside too
     assert again.returncode == 1, again.stdout + again.stderr
     assert list((tmp_path / "cache" / "builds").glob("*.base")) == []

@@ -28,6 +28,7 @@ from ivflat.ci.proc import STOP_GRACE
 from ivflat.host.paths import REPO
 from ivflat.host.reaper import pids_with_env
 from ivflat.host.timeouts import scaled
+from selftests.inner import INNER_OPTS
 
 BISECT = REPO / "ci" / "bisect"
 VALIDATE = REPO / "ci" / "validate-patch"
@@ -36,6 +37,10 @@ SOAK = REPO / "ci" / "soak"
 GATE = Path(__file__).resolve().with_name("compile_gate.py")
 MARKER_VAR = "IVSHMEM_TEST_CI_MARKER"
 History = dict[str, Any]  # the synthetic history: repo, commit ids, work clone path
+# What the tools run as the suite in most self-tests: the IVPOSITION tests, named by their
+# module (the whole catalogue collected only to deselect the rest proves nothing more; the
+# default, the catalogue, is what the tests that name no module get).
+IVPOSITION = ["qtests/test_registers.py", "-k", "test_ivposition", *INNER_OPTS]
 TOOL_TIMEOUT = 3000.0  # a whole bisect on a loaded machine (x scale)
 EVENT_TIMEOUT = 900.0  # until a progress event of a tool (x scale)
 

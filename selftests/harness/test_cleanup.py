@@ -30,6 +30,7 @@ import pytest
 from ivflat.device import traces
 from ivflat.host import reaper, signals, timeouts
 from ivflat.host.paths import REPO
+from selftests.inner import INNER_OPTS
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 MARKER_VAR = "IVSHMEM_TEST_CLEANUP_MARKER"  # in the environment of everything an inner run starts
@@ -197,7 +198,7 @@ def _run_inner(tmp_path: Path, test: str, qemu: Path, *, send: signal.Signals | 
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "fixtures"),
                                                         env.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           "-p", "ivflat.plugin.options", f"--rootdir={tmp_path}",
+           *INNER_OPTS, "-p", "ivflat.plugin.options", f"--rootdir={tmp_path}",
            "-c", str(REPO / "pyproject.toml"),
            f"--qemu={qemu}",
            f"--artifacts-dir={tmp_path / 'art'}", f"--ivshmem-server={backend}",
