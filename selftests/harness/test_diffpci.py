@@ -4,12 +4,18 @@ qtests/test_diff_pci.py fail on exactly the DIFFERENT rows)."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from ivflat.device import known_bugs
 from ivflat.diffpci.run import BUG, DIFFERENT, DOC, NOT_RUN, SAME, compare, table
 from ivflat.diffpci.scenarios import BY_NAME, DOCUMENTED, SCENARIOS, Scenario
-from ivflat.diffpci.sides import FLAT, PCI
+from ivflat.diffpci.script import Script
+from ivflat.diffpci.sides import FLAT, HANG, PCI, DeviceDied, launch
+from ivflat.host import timeouts
+from ivflat.servers.python_server import IvshmemServer
 
 SC = Scenario("t", "test", explains={"msg *": "message-range-unchecked",
                                      "read 0x0": "pci-rev0-registers",
@@ -100,3 +106,23 @@ def test_scenario_bugs_list_its_test(sc):
         assert f"qtests/test_diff_pci.py::test_same_as_pci[{sc.name}]" in \
             known_bugs.get(bug).tests
     assert len(BY_NAME) == len(SCENARIOS)
+
+
+def test_a_guest_gone_before_the_first_fence_is_its_death(wired_qemu, tmp_path):
+    """A QEMU that dies right after its greeting (known bug disconnect-own-id crashes
+    there, sooner or later) may be gone before the script's first fence: the server then
+    has no connection of its id, and that is the device's death (DeviceDied, which the
+    comparison records), not an error of the harness. Here QEMU is SIGKILLed once up."""
+    server = IvshmemServer(tmp_path / "flat.sock", ids=[3]).start()
+    side = launch(FLAT, wired_qemu, server, tmp_path, vectors=1)
+    try:
+        side.own = 3
+        assert side.come_up(timeouts.Deadline(HANG)) == "up"
+        assert side.vm.pid is not None
+        os.killpg(side.vm.pid, signal.SIGKILL)
+        server.wait_peers(0)
+        with pytest.raises(DeviceDied):
+            Script(side).start()
+    finally:
+        side.vm.kill()
+        server.stop()
