@@ -39,6 +39,7 @@ import pytest
 from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
 from ivflat.ci.workclone import WorkClone, debian_base_repo
 from ivflat.errors import UserError
+from ivflat.host.locks import LockBusy, file_lock
 from ivflat.host.paths import cache_dir
 
 from .tools import History, git
@@ -175,17 +176,12 @@ def _free_slot(cache: Path, ready: list[int]) -> Iterator[int]:
     one."""
     mine = slot()
     for n in [mine, *(r for r in ready if r != mine)]:
-        path = _lock_path(cache, n)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with contextlib.ExitStack() as held:
+            try:  # at once or not at all (LockBusy)
+                held.enter_context(file_lock(_lock_path(cache, n), f"history slot {n}"))
+            except LockBusy:
                 continue
-            try:
-                yield n
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            yield n
             return
     with selftest_lock(cache, mine):
         yield mine
