@@ -20,9 +20,10 @@ import pytest
 
 from ivflat.ci import report, suite
 from ivflat.ci.gitrepo import FIXED_ENV
+from ivflat.ci.report import FIXED
 from ivflat.ci.series import Patch, Series, apply, read_series
 from ivflat.ci.suite import Build, junit_id, parse_junit
-from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude, rerun_options
+from ivflat.ci.validate import bug_id, bug_table, compare, conclude, rerun_options
 from ivflat.device import known_bugs
 from ivflat.host.paths import REPO
 from selftests.inner import INNER_OPTS
