@@ -16,9 +16,8 @@ import pytest
 
 from ivflat.device import board
 from ivflat.device.known_bugs import KnownBugCrash, known_bug
-from ivflat.protocol.ivshmem import MAX_PEER_ID, encode
+from ivflat.protocol.ivshmem import MAX_PEER_ID, encode, readable
 from ivflat.servers.faults import Fault
-from ivflat.servers.peer import readable
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 

@@ -25,7 +25,6 @@ takes another slot that is free, if one was made.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ from ivflat.errors import UserError
 from ivflat.host.locks import LockBusy, file_lock
 from ivflat.host.paths import cache_dir
 
-from .tools import History, git
+from .tools import TOOL_TIMEOUT, History, git
 
 DEV = "hw/misc/ivshmem-flat.c"
 UNIMP = "hw/misc/unimp.c"
@@ -83,6 +82,7 @@ HISTORY: list[tuple[str, str, str, str, str]] = [
 ]
 DROPPED = ("keycodemapdb", "berkeley-softfloat-3", "berkeley-testfloat-3")
 HISTORY_GROUP = "selftest-history"  # + "-<n>": the tests taking a slot's lock (xdist_group)
+SLOT_WAIT = 3 * TOOL_TIMEOUT  # a slot's holder is one test: at most test_real_history's
 RECIPE = hashlib.sha256(json.dumps([DROPPED, HISTORY]).encode()).hexdigest()[:12]
 
 
@@ -96,23 +96,14 @@ def _lock_path(cache: Path, n: int) -> Path:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def selftest_lock(cache: Path, n: int | None = None) -> Iterator[None]:
     """One self-test at a time per slot (this worker's unless *n*), across concurrent runs
     on the cache: the tools share one work clone per repository and refuse a second user at
-    once (by design), and the history is built in place. A blocking flock waits exactly
-    until the holder is done; the module's pytest timeout bounds it."""
-    with _flock(_lock_path(cache, slot() if n is None else n)):
+    once (by design), and the history is built in place. The holder is one test, so the
+    wait is bounded by the longest test's (SLOT_WAIT, scaled); past it, LockBusy names the
+    holder."""
+    n = slot() if n is None else n
+    with file_lock(_lock_path(cache, n), f"history slot {n}", wait=SLOT_WAIT):
         yield
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import bugreports
+from ivflat.ci import bug_report_files, bug_reproducers
 from ivflat.device import known_bugs
 from ivflat.host.paths import cache_dir
 from ivflat.host.timeouts import ASAN_SCALE, scaled
@@ -62,15 +62,15 @@ def test_committed_reports_are_what_the_registry_generates() -> None:
     """The reports in ci/patches/reports/ are what ci/bug-reports makes of the registry now: a
     report that drifted from the registry would tell a maintainer something the suite no
     longer says."""
-    stale = bugreports.drift()
+    stale = bug_report_files.drift()
     assert stale == [], f"stale reports {stale}: run ci/bug-reports and commit the result"
 
 
 def test_every_registered_bug_has_one_report() -> None:
     """Each registered bug has exactly one report and one reproducer, and nothing else has
     either: a new bug without them, or a stale one left behind, fails here."""
-    assert set(bugreports.generate()) == {f"{b.id}.md" for b in known_bugs.BUGS}
-    assert set(bugreports.REPROS) == set(known_bugs.BY_ID)
+    assert set(bug_report_files.generate()) == {f"{b.id}.md" for b in known_bugs.BUGS}
+    assert set(bug_reproducers.REPROS) == set(known_bugs.BY_ID)
 
 
 def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +79,7 @@ def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPat
     changed = known_bugs.KnownBug(bug.id, bug.title + " (reworded)", bug.tests, bug.needs,
                                   bug.fix, bug.upstream, bug.crash)
     monkeypatch.setattr(known_bugs, "BUGS", (changed, *known_bugs.BUGS[1:]))
-    assert bugreports.drift() == [f"{bug.id}.md"]
+    assert bug_report_files.drift() == [f"{bug.id}.md"]
 
 
 FIXED = {"test_reproducer_shows_the_bug_on_the_reference": False,
@@ -90,7 +90,7 @@ FIXED = {"test_reproducer_shows_the_bug_on_the_reference": False,
 def reproducer_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
     """Every reproducer run that this session's tests of the module ask for (those whose
     build exists: the others skip), AT_ONCE at a time, the longest first; on leaving, the
-    ones not started are dropped and the running ones waited for (bugreports.run bounds
+    ones not started are dropped and the running ones waited for (bug_report_files.run bounds
     each)."""
     wanted = []
     for item in request.session.items:
@@ -105,7 +105,7 @@ def reproducer_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
         for bug, fixed in sorted(wanted, key=lambda w: -_seconds(w[0])):  # longest first
             build = _path(_build_name(bug, fixed))
             if build.exists():
-                runs[bug.id, fixed] = pool.submit(bugreports.run, bug, build, _seconds(bug))
+                runs[bug.id, fixed] = pool.submit(bug_report_files.run, bug, build, _seconds(bug))
         try:
             yield runs
         finally:
@@ -120,7 +120,7 @@ def test_reproducer_shows_the_bug_on_the_reference(bug: known_bugs.KnownBug,
     build (an ASan one for an ASan-only bug), where the bug is present."""
     _build_for(bug, fixed=False)
     rc, out = reproducer_runs[bug.id, False].result()
-    assert (rc, bugreports.verdict(out)[:4]) == (1, "BUG:"), out
+    assert (rc, bug_report_files.verdict(out)[:4]) == (1, "BUG:"), out
 
 
 @pytest.mark.slow
@@ -132,4 +132,4 @@ def test_reproducer_sees_no_bug_with_the_fix(bug: known_bugs.KnownBug,
     fix series: with the BUG test above, proof that its check can fail both ways."""
     _build_for(bug, fixed=True)
     rc, out = reproducer_runs[bug.id, True].result()
-    assert (rc, bugreports.verdict(out)[:3]) == (0, "OK:"), out
+    assert (rc, bug_report_files.verdict(out)[:3]) == (0, "OK:"), out

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import report, suite
+from ivflat.ci import suite, validate_report
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import Patch, Series, apply, read_series
 from ivflat.ci.suite import Build, junit_id, parse_junit
-from ivflat.ci.validate import FIXED, bug_id, bug_table, compare, conclude, rerun_options
+from ivflat.ci.validate import bug_id, bug_table, compare, conclude, rerun_options
+from ivflat.ci.validate_report import FIXED
 from ivflat.device import known_bugs
 from ivflat.host.paths import REPO
 from selftests.inner import INNER_OPTS
@@ -61,7 +62,7 @@ def test_still_xfail():
 '''
 
 
-def side(tmp_path: Path, name: str, module: str = MODULE) -> report.Side:
+def side(tmp_path: Path, name: str, module: str = MODULE) -> validate_report.Side:
     mod = tmp_path / "test_fake.py"
     mod.write_text(module)
     xml = tmp_path / f"{name}.xml"
@@ -71,14 +72,14 @@ def side(tmp_path: Path, name: str, module: str = MODULE) -> report.Side:
                          text=True, env=dict(os.environ, SIDE=name), timeout=scaled(120))
     outcomes, messages = parse_junit(xml)
     run = suite.TestRun(res.returncode, outcomes, messages, 1.0, res.stdout)
-    return report.Side(name, "0" * 40, Build(0, None, 2.0, tmp_path / f"build-{name}.log"),
+    return validate_report.Side(name, "0" * 40, Build(0, None, 2.0, tmp_path / f"build-{name}.log"),
                        run)
 
 
-def context(tmp_path: Path) -> report.Context:
+def context(tmp_path: Path) -> validate_report.Context:
     s = Series([Patch(tmp_path / "p", tmp_path / "p", "[PATCH 1/1] fix it", True)],
                cover="[PATCH 0/1] fixes")
-    return report.Context(tmp_path, "a" * 40, "aaaaaaa base", s, 1, "default", tmp_path,
+    return validate_report.Context(tmp_path, "a" * 40, "aaaaaaa base", s, 1, "default", tmp_path,
                           ["-k", "x"], 60.0)
 
 
@@ -114,7 +115,7 @@ def test_a_series_that_only_fixes_exits_0(tmp_path: Path) -> None:
     before, after = side(tmp_path, "before", only_fix), side(tmp_path, "after", only_fix)
     assert conclude(context(tmp_path), before, after, "text") == 0
     groups = compare(before.tests, after.tests)
-    line = report.verdict_line(groups, 0, before)
+    line = validate_report.verdict_line(groups, 0, before)
     assert line.startswith("OK: 0 test(s) regressed; 1 test(s) FIXED (known bugs: "
                            "version-unchecked)")
 
@@ -244,10 +245,10 @@ def test_a_fix_only_the_qtest_path_sees_is_partly_fixed(tmp_path: Path) -> None:
     groups = compare(before, after)
     table = bug_table(before, after, groups)
     assert dict(table)["unaligned-doorbell-write"] == "partly fixed (1 of 2 tests)"
-    assert report.fixed_ids(groups, table) == []
-    base = report.Side("before", "0" * 40, Build(0, None, 2.0, tmp_path / "b.log"), before)
-    assert "known bugs:" not in report.verdict_line(groups, 0, base, table)
-    assert "known bugs: unaligned-doorbell-write" in report.verdict_line(groups, 0, base)
+    assert validate_report.fixed_ids(groups, table) == []
+    base = validate_report.Side("before", "0" * 40, Build(0, None, 2.0, tmp_path / "b.log"), before)
+    assert "known bugs:" not in validate_report.verdict_line(groups, 0, base, table)
+    assert "known bugs: unaligned-doorbell-write" in validate_report.verdict_line(groups, 0, base)
 
 
 def test_rerun_options_name_no_tests_and_never_stop_early() -> None:

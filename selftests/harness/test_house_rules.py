@@ -1,6 +1,7 @@
 """The house rules a reviewer would otherwise check by eye: short modules, a package map that
-names every module (issue 22's "where does X live" from the map alone), and a docstring on
-every test stating the contract it checks.
+names every module (issue 22's "where does X live" from the map alone), every name imported
+from the module that defines it (no re-exports), and a docstring on every test stating the
+contract it checks.
 
 The layering itself is import-linter's job (pyproject.toml, run by .ci/run).
 """
@@ -78,3 +79,87 @@ def test_every_test_states_its_contract():
             for f in _test_functions(path) if ast.get_docstring(f) is None]
     assert not bare, ("test functions without a docstring (state the contract):\n  "
                       + "\n  ".join(bare))
+
+
+def _module_name(path: Path) -> str:
+    """The dotted name of *path*, a file of the ivflat package."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level(tree: ast.Module) -> Iterator[ast.stmt]:
+    """The module-level statements of *tree*, including those under if/try (TYPE_CHECKING,
+    optional imports), not those inside functions or classes."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If | ast.Try):
+            todo += node.body + node.orelse + getattr(node, "finalbody", [])
+            todo += [s for h in getattr(node, "handlers", []) for s in h.body]
+
+
+def _ivflat_imports(tree: ast.Module, everywhere: bool = False) -> Iterator[tuple[str, str, str]]:
+    """(module, name, bound name) of each module-level ``from ivflat... import name`` (with
+    *everywhere*, also those inside functions)."""
+    for node in ast.walk(tree) if everywhere else _top_level(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "ivflat":
+            for alias in node.names:
+                yield node.module, alias.name, alias.asname or alias.name
+
+
+def _own_names() -> dict[str, set[str]]:
+    """For each module of ivflat, the names it owns: what it defines, its submodules, and for
+    a package's __init__ what it imports from its own submodules (the package's face)."""
+    owned: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module, tree = _module_name(path), ast.parse(path.read_text())
+        names = owned.setdefault(module, set())
+        if path.name == "__init__.py":
+            names |= {p.stem for p in path.parent.glob("*.py")}
+            names |= {p.parent.name for p in path.parent.glob("*/__init__.py")}
+            names |= {bound for source, _, bound in _ivflat_imports(tree)
+                      if source.startswith(module + ".")}
+        for node in _top_level(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return owned
+
+
+def test_every_name_is_imported_from_the_module_that_defines_it():
+    """Every ``from ivflat.x import name`` in the repository (harness, tests, ci/ commands)
+    names the module that defines *name* (or a package whose __init__ takes it from one of
+    its own modules): one home for each helper, found by reading the import line. A module
+    that passes on a name it imported (a back-compat re-export, an ``__all__`` listing
+    another module's name) gives the name two homes and fails here."""
+    owned = _own_names()
+    borrowed = []
+    for name in _python_files():
+        for module, imported, _ in _ivflat_imports(ast.parse((REPO / name).read_text()), True):
+            if module in owned and imported not in owned[module]:
+                borrowed.append(f"{name}: {imported} from {module}")
+    assert len(owned) > 50, sorted(owned)  # the walk found the package
+    assert not borrowed, ("names imported through a module that does not define them "
+                          "(import them from their home):\n  " + "\n  ".join(borrowed))
+
+
+def test_no_all_lists_a_name_of_another_module():
+    """No module's ``__all__`` lists a name it imported from another ivflat module, except a
+    package's __init__ listing its own submodules' names: ``__all__`` says what a module
+    owns, and listing a borrowed name invites imports through it."""
+    listed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module, tree = _module_name(path), ast.parse(path.read_text())
+        own_prefix = module + "." if path.name == "__init__.py" else None
+        foreign = {bound for source, _, bound in _ivflat_imports(tree)
+                   if own_prefix is None or not source.startswith(own_prefix)}
+        for node in _top_level(tree):
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                names = ast.literal_eval(node.value)
+                listed += [f"{path.relative_to(REPO)}: {n}" for n in names if n in foreign]
+    assert not listed, "__all__ lists names defined elsewhere:\n  " + "\n  ".join(listed)

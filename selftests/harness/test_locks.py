@@ -21,7 +21,7 @@ import pytest
 
 from ivflat.errors import UserError
 from ivflat.host import timeouts
-from ivflat.host.locks import LockBusy, file_lock
+from ivflat.host.locks import LockBusy, file_lock, is_held, owner_lock
 from ivflat.host.paths import REPO
 
 
@@ -97,3 +97,26 @@ def test_the_firmware_build_does_not_wait_forever_for_a_held_lock(holder, tmp_pa
     assert res.returncode != 0
     assert f"the firmware build still in use by another run (pid {proc.pid}: " in res.stderr, \
         res.stderr[-2000:]
+
+
+def test_an_owner_lock_is_held_while_its_process_lives(holder, tmp_path):
+    """is_held sees another process's lock (the holder's) and our own owner_lock, which a
+    second owner_lock refuses at once naming us; once the holder is gone (its lock dropped
+    by the kernel) and our file is closed, nothing holds either, and a missing file is not
+    held."""
+    path, proc = holder
+    assert is_held(path)
+    mine = tmp_path / "run" / ".owner"
+    fh = owner_lock(mine, "the run")
+    try:
+        assert is_held(mine) and mine.read_text().startswith(f"pid {os.getpid()}: ")
+        with pytest.raises(LockBusy, match=rf"the run is owned by another run \(pid {os.getpid()}"):
+            owner_lock(mine, "the run").close()
+    finally:
+        fh.close()
+    assert not is_held(mine)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=timeouts.scaled())
+    assert not is_held(path)
+    assert not is_held(tmp_path / "no-such-file")

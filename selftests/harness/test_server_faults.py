@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ivflat.protocol.ivshmem import ProtocolError, recv_msg
+from ivflat.protocol.ivshmem import IvshmemProtocolError, recv_msg
 from ivflat.servers.faults import Fault, FaultKind
 from ivflat.servers.peer import HostPeer
 from ivflat.servers.python_server import IvshmemServer
@@ -134,7 +134,7 @@ def test_fault_close_midgreeting(start_server, raw):
     given is used up (as QEMU's server would), and it is no peer."""
     srv, c = _faulted(start_server, raw, Fault.CLOSE_MID_GREETING)
     assert c.take(1) == [(0, None)]
-    with pytest.raises(ProtocolError, match="closed"):
+    with pytest.raises(IvshmemProtocolError, match="closed"):
         recv_msg(c.reader, 5.0)
     assert srv.peers == []
     with HostPeer(srv.socket_path) as p:
@@ -163,11 +163,11 @@ def test_fault_is_one_shot_and_policy_is_per_connection(start_server, raw):
 
 
 def test_host_peer_refuses_wrong_version_without_leaks(start_server):
-    """HostPeer refuses a greeting of another protocol version with a ProtocolError naming
+    """HostPeer refuses a greeting of another protocol version with an IvshmemProtocolError naming
     it, and leaves no fd behind, nor a connection on the server."""
     srv = start_server(fault=Fault.WRONG_VERSION)
     before = set(os.listdir("/proc/self/fd"))
-    with pytest.raises(ProtocolError, match="version 1"):
+    with pytest.raises(IvshmemProtocolError, match="version 1"):
         HostPeer(srv.socket_path)
     srv.wait_peers(0)  # the server side of the refused connection is gone too
     assert set(os.listdir("/proc/self/fd")) == before

@@ -3,8 +3,8 @@
 ``--qemu``, then ``$QEMU``, then QEMU's own ``$QTEST_QEMU_BINARY`` and
 ``$QEMU_TEST_QEMU_BINARY``; ``~`` expanded in every one, also in ``--qemu=~/x``, where bash
 leaves it alone (the README's own commands failed with "no such file"). Judged by
-:func:`named_qemu` for the order, and by real inner pytest runs and a real ci/ command for
-the expansion.
+:func:`named_qemu` and :func:`tool_binary` (the ci/ tools') for the order, and by real
+inner pytest runs and a real ci/ command for the expansion.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ivflat.host import timeouts
-from ivflat.host.paths import REPO, reference_tool
-from ivflat.qemu.under_test import QEMU_ENV, named_qemu
+from ivflat.host.paths import REPO, cache_dir, reference_tool
+from ivflat.qemu.under_test import QEMU_ENV, named_qemu, reference_binary, tool_binary
 
 TESTS = """
 import pytest
@@ -40,6 +40,23 @@ def test_first_named_wins(monkeypatch: pytest.MonkeyPatch, first: str) -> None:
             monkeypatch.setenv(name, f"/from/{name}")
     option = "/from/--qemu" if first == "--qemu" else None
     assert named_qemu(option) == Path(f"/from/{first}")
+
+
+def test_a_tool_takes_the_named_binary_else_the_flavours_reference(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The ci/ tools' rule (tool_binary): --qemu wins; else a variable, for the default
+    flavour only (ci/fuzz --sanitize is asked for on the command line, so it beats $QEMU);
+    else the flavour's published reference, never PATH."""
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(tmp_path))
+    for var in QEMU_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert reference_binary("sanitize") == cache_dir() / "reference-sanitize" / "qemu-system-arm"
+    assert tool_binary(None) == tmp_path / "reference" / "qemu-system-arm"
+    monkeypatch.setenv("QEMU", "/from/QEMU")
+    assert tool_binary(None) == Path("/from/QEMU")
+    assert tool_binary(None, "sanitize") == tmp_path / "reference-sanitize" / "qemu-system-arm"
+    assert tool_binary("/from/--qemu", "sanitize") == Path("/from/--qemu")
+    assert tool_binary("/from/--qemu") == Path("/from/--qemu")
 
 
 @pytest.mark.parametrize("name", ["--qemu", "QEMU_TEST_QEMU_BINARY"])

@@ -1,7 +1,7 @@
 """One wait primitive, one contract: ivflat.host.timeouts.wait_for (issue 22).
 
 Why: the harness had four ``_wait(pred, timeout, what)`` with four meanings (one scaled its
-bound, one expected a scaled one, one raised ProtocolError). These pin the one contract
+bound, one expected a scaled one, one raised IvshmemProtocolError). These pin the one contract
 every wait now shares: the bound is scaled once, here; expiry raises WaitTimeout (a
 TimeoutError and an IvflatError) saying the bound and what it saw; *stop* ends the wait
 early; a Condition wakes it without polling.
