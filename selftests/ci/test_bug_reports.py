@@ -82,6 +82,56 @@ def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPat
     assert bug_report_files.drift() == [f"{bug.id}.md"]
 
 
+NOT_WIRED = ("fake", "/usr/bin/qemu-system-arm")  # QEMUs that cannot show the device
+
+
+def _not_wired(which: str, tmp_path: Path) -> Path:
+    """A qemu-system-arm that never brings the device up: a stand-in that fails as an
+    unwired build does (a script: the reproducer's own logic is what is tested), or the
+    distribution's binary (no qtest accelerator, or no wiring)."""
+    if which != "fake":
+        if not Path(which).exists():
+            pytest.skip(f"no {which}")
+        return Path(which)
+    fake = tmp_path / "qemu-system-arm"
+    fake.write_text("#!/bin/sh\necho \"qemu-system-arm: -device ivshmem-flat,...: Property "
+                    "'ivshmem-flat.x-bus-address-iomem' not found\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize("which", NOT_WIRED)
+def test_a_qemu_that_does_not_start_gets_no_verdict(which: str, tmp_path: Path) -> None:
+    """On a QEMU where the device never comes up, no reproducer says OK or BUG: each says
+    ERROR (exit 3) quoting QEMU's error, or SKIP (exit 2) for an ASan-only bug. A check
+    that took any exit for a refusal, or anything but OK for the bug, would say one of
+    them here."""
+    qemu = _not_wired(which, tmp_path)
+    said = {}
+    for bug in known_bugs.BUGS:
+        rc, out = bug_report_files.run(bug, qemu, scaled(3.0))
+        said[bug.id] = (rc, bug_report_files.verdict(out))
+    wrong = {i: s for i, s in said.items()
+             if s[0] not in (2, 3) or not s[1].startswith(("ERROR: QEMU did not start: ",
+                                                           "SKIP:"))}
+    assert wrong == {}, f"verdicts on {qemu} that is not wired: {wrong}"
+    if which == "fake":
+        assert all("x-bus-address-iomem" in s[1] for s in said.values() if s[0] == 3), said
+
+
+def test_a_result_of_a_changed_reproducer_is_not_claimed(tmp_path: Path) -> None:
+    """A recorded verdict is shown only while the script that said it is unchanged: a
+    report must not claim a result for a reproducer that was not re-run."""
+    bug = known_bugs.BUGS[0]
+    result = bug_report_files.Result(said="BUG: seen", script=bug_report_files.script_digest(bug),
+                               when="2026-01-01")
+    run = bug_report_files.Run(os="o", kernel="k", arch="a", qemu="q", results={bug.id: result})
+    assert "`BUG: seen`" in bug_report_files.render(bug, {"tree": run})
+    run["results"][bug.id] = {**result, "script": "0" * 16}
+    text = bug_report_files.render(bug, {"tree": run})
+    assert "BUG: seen" not in text and "not run with this reproducer" in text
+
+
 FIXED = {"test_reproducer_shows_the_bug_on_the_reference": False,
          "test_reproducer_sees_no_bug_with_the_fix": True}  # the tests below
 
