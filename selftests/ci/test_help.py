@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci.mutants import MUTANTS
+from ivflat.device.known_bugs import BY_ID
 from ivflat.host.paths import REPO
 from ivflat.host.timeouts import scaled
 
@@ -97,11 +98,31 @@ def test_help(name: str, tmp_path: Path) -> None:
         assert " ".join(head.split()) in " ".join(text.split()), head
 
 
-@pytest.mark.parametrize("name", ["mutants", "anchor"])
-def test_only_lists_the_mutants(name: str) -> None:
-    """The --help of ci/mutants and ci/anchor lists every mutant by name, so --only can be
-    given one without reading the source."""
+ONLY = {"mutants": [m[0] for m in MUTANTS], "anchor": [m[0] for m in MUTANTS],
+        "fuzz": list(BY_ID), "fuzz-rediscover": list(BY_ID), "bug-reports": list(BY_ID)}
+"""The commands with an --only and the names it takes: mutants or known-bug ids."""
+
+
+@pytest.mark.parametrize("name", sorted(ONLY))
+def test_only_lists_its_choices(name: str) -> None:
+    """The --help of a command with --only lists every name it takes (a mutant's, a known
+    bug's), so --only can be given one without reading the source."""
     res = subprocess.run([str(CI / name), "--help"], capture_output=True, text=True,
                          check=True, timeout=scaled(60))
-    missing = [m[0] for m in MUTANTS if m[0] not in res.stdout]
+    text = " ".join(res.stdout.split())
+    missing = [n for n in ONLY[name] if n not in text]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("name", sorted(ONLY))
+def test_only_refuses_an_unknown_name(name: str, tmp_path: Path) -> None:
+    """``--only no-such-name`` is bad usage: exit 2 with one line naming it, before anything
+    runs -- never an empty verdict (exit 0) nor a traceback."""
+    extra = {"fuzz": ["--minutes", "1"], "fuzz-rediscover": ["--paths", "qtest"],
+             "bug-reports": ["--run", "/bin/true", "--label", "x"],
+             "anchor": ["--source", str(tmp_path)]}.get(name, [])
+    res = subprocess.run([str(CI / name), *extra, "--only", "no-such-name"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=scaled(60))
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert f"ci/{name}: error: " in res.stderr and "'no-such-name'" in res.stderr, res.stderr
