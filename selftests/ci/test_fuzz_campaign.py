@@ -66,7 +66,7 @@ class Runner:
             [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--seed", str(seed),
              "--qemu", str(qemu),
              "--model", "fixed", "--only", "version-unchecked", "--db", str(db),
-             "--no-shrink", "--stop-on-failure", "--steps", "5", "--artifacts", str(art)],
+             "--no-shrink", "--stop-on-failure", "--steps", "5", "--artifacts-dir", str(art)],
             timeout=300)
 
 
@@ -152,7 +152,7 @@ def test_jobs_run_one_campaign_in_workers_and_sum_them(wired_qemu, short_tmp):
     res = subprocess.run(
         [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "0.01", "--seed", "5",
          "--qemu", str(wired_qemu), "--no-db", "--paths", "qtest", "--jobs", "2",
-         "--profile", "--artifacts", str(short_tmp / "art")],
+         "--profile", "--artifacts-dir", str(short_tmp / "art")],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     out = res.stdout
     assert res.returncode == 0, out[-2000:] + res.stderr[-2000:]
@@ -249,7 +249,7 @@ def test_an_unusable_redis_database_is_refused_not_a_finding(wired_qemu, short_t
     with the reason: not a campaign whose every example 'fails' on the database."""
     res = subprocess.run(
         [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--qemu",
-         str(wired_qemu), "--db", redis_url.replace("db=3", "db=99"), "--artifacts",
+         str(wired_qemu), "--db", redis_url.replace("db=3", "db=99"), "--artifacts-dir",
          str(short_tmp / "art")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert "cannot use the example database" in res.stderr and "FAILURE" not in res.stdout

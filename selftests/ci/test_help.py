@@ -24,6 +24,7 @@ from ivflat.device.known_bugs import BY_ID
 from ivflat.host.cli import Exit
 from ivflat.host.paths import REPO
 from ivflat.host.timeouts import scaled
+from ivflat.qemu.under_test import QEMU_ENV
 
 CI = REPO / "ci"
 COMMANDS = sorted(p.name for p in CI.iterdir()
@@ -196,3 +197,41 @@ def test_every_status_the_library_returns_is_listed(name: str) -> None:
     missing = returned_statuses(Path(module.__file__)) - set(module.EXITS) \
         - IN_PROSE.get(name, set())
     assert not missing, f"ci/{name} can exit {sorted(map(int, missing))}, not in its table"
+
+
+METAVAR = re.compile(r"(--[\w-]+)[ =]([A-Z][A-Z0-9_-]*)\b")
+
+
+def usage_and_options(text: str) -> tuple[str, dict[str, str]]:
+    """A --help's usage (its first paragraph) and each option's metavar as its entry shows
+    it (``--source DIR`` -> {"--source": "DIR"})."""
+    usage = text.split("\n\n", 1)[0]
+    entries = {}
+    for ln in text.splitlines():
+        if ln.startswith("  -"):
+            entries.update(METAVAR.findall(ln.strip().split("  ", 1)[0]))
+    return usage, entries
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_usage_agrees_with_the_options(name: str) -> None:
+    """The usage line offers -h and names each option's value as the option's own entry
+    does (a hand-written usage once said ``--source DIR`` over an entry ``--source
+    SOURCE``)."""
+    usage, entries = usage_and_options(help_text(name))
+    assert "[-h]" in usage, usage
+    differ = [(opt, meta, entries[opt]) for opt, meta in METAVAR.findall(usage)
+              if opt in entries and entries[opt] != meta]
+    assert not differ, differ
+
+
+def test_qemu_default_names_the_variables() -> None:
+    """Every --qemu's help says what the default is: the variables of
+    :data:`ivflat.qemu.under_test.QEMU_ENV` in the order they win, then the reference."""
+    variables = ", ".join(f"${v}" for v in QEMU_ENV)
+    helps = {n: help_text(n) for n in COMMANDS}
+    with_qemu = [n for n, h in helps.items() if re.search(r"^  --qemu\b", h, re.M)]
+    assert {"fuzz", "diff-pci", "soak"} <= set(with_qemu), with_qemu
+    silent = [n for n in with_qemu
+              if f"{variables}, else the reference build" not in " ".join(helps[n].split())]
+    assert not silent, f"--qemu defaults without {variables}: {silent}"
