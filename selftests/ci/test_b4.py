@@ -68,6 +68,22 @@ def test_b4_picks_the_series_out_of_a_saved_thread(tmp_path: Path,
         from_msgid("no-such@example.org", repo, base, tmp_path / "m2", mbox)
 
 
+def test_b4_says_it_is_still_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """While b4 am runs (up to minutes on a slow network), a line says so every interval
+    (here shortened below b4's start-up time), with where its output goes."""
+    repo = fake_qemu_repo(tmp_path / "qemu")
+    mbox, msgid = thread(repo, tmp_path)
+    for key, value in offline_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("IVSHMEM_PROGRESS_INTERVAL", "0.01")
+    from_msgid(msgid, repo, git(repo, "rev-parse", "HEAD"), tmp_path / "m", mbox)
+    err = capsys.readouterr().err
+    log = tmp_path / "b4.log"
+    assert f"ci/validate-patch: b4 am {msgid}: still running (" in err, err
+    assert f"; log: {log}\n" in err and log.read_text(), err
+
+
 def test_validate_patch_takes_the_series_out_of_a_saved_thread(tmp_path: Path) -> None:
     """The whole command gets past fetching: both patches applied in the tools' clone,
     then the base cannot be built (a tree ci/build-qemu declines): exit 3. --mbox alone

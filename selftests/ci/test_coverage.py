@@ -12,6 +12,7 @@ runs ci/coverage --html on the reference coverage build with a tiny selection.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -100,6 +101,19 @@ def test_lines_branches_and_html_from_real_counters(gcov_build: Path, tmp_path: 
     gcov = (out / "ivshmem-flat.c.gcov").read_text().splitlines()
     assert re.fullmatch(r"\s+0:\s+\d+:        n = never\(\);", gcov[never_line - 1])
     assert json.loads((out / "coverage.json").read_text())["files"]
+
+
+def test_gcovr_says_it_is_still_running(gcov_build: Path, tmp_path: Path) -> None:
+    """While gcovr runs (minutes on a whole QEMU build dir), a line says so every interval
+    (here shortened below gcovr's start-up time), with where its output goes."""
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(COVERAGE), "--build", str(gcov_build),
+                          "--no-run", "--out", str(out)], capture_output=True, text=True,
+                         timeout=scaled(300),
+                         env={**os.environ, "IVSHMEM_PROGRESS_INTERVAL": "0.01"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(rf"^ci/coverage: gcovr: still running \(\d+s so far\); log: "
+                     rf"{re.escape(str(out / 'gcovr.log'))}$", res.stderr, re.M), res.stderr
 
 
 def test_nothing_to_report_is_said(gcov_build: Path, tmp_path: Path) -> None:

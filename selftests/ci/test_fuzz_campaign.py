@@ -11,6 +11,7 @@ and each test waits for its own and checks what they did, as it would have in tu
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -44,12 +45,13 @@ class Runner:
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def run(self, cmd: list[str], timeout: float) -> Run:
+    def run(self, cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Run:
         with self.lock:
             if self.closed:
                 raise RuntimeError("the module's tests are over")
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+                                    stderr=subprocess.STDOUT, text=True,
+                                    env={**os.environ, **(env or {})})
             self.procs.append(proc)
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
@@ -66,7 +68,7 @@ class Runner:
             [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--seed", str(seed),
              "--qemu", str(qemu),
              "--model", "fixed", "--only", "version-unchecked", "--db", str(db),
-             "--no-shrink", "--stop-on-failure", "--steps", "5", "--artifacts", str(art)],
+             "--no-shrink", "--stop-on-failure", "--steps", "5", "--artifacts-dir", str(art)],
             timeout=300)
 
 
@@ -85,7 +87,8 @@ def _shared_dir(runner: Runner, qemu: Path, tmp: Path) -> dict[str, Any]:
 def _rediscover(runner: Runner, qemu: Path, tmp: Path) -> Run:
     return runner.run([sys.executable, str(REPO / "ci" / "fuzz-rediscover"), "--only",
                        "message-range-unchecked", "--seeds", "2", "--minutes", "2",
-                       "--qemu", str(qemu)], timeout=600)
+                       "--qemu", str(qemu)], timeout=600,
+                      env={"IVSHMEM_PROGRESS_INTERVAL": "0.01"})  # a run's lines
 
 
 def _shared_redis(runner: Runner, qemu: Path, tmp: Path, url: str) -> dict[str, Any]:
@@ -152,7 +155,7 @@ def test_jobs_run_one_campaign_in_workers_and_sum_them(wired_qemu, short_tmp):
     res = subprocess.run(
         [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "0.01", "--seed", "5",
          "--qemu", str(wired_qemu), "--no-db", "--paths", "qtest", "--jobs", "2",
-         "--profile", "--artifacts", str(short_tmp / "art")],
+         "--profile", "--artifacts-dir", str(short_tmp / "art")],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     out = res.stdout
     assert res.returncode == 0, out[-2000:] + res.stderr[-2000:]
@@ -176,12 +179,17 @@ def test_jobs_run_one_campaign_in_workers_and_sum_them(wired_qemu, short_tmp):
 def test_rediscover_times_a_bug_and_names_it(wired_qemu, started):
     """ci/fuzz-rediscover on one bug, two seeds: each run finds it (the failure is the
     model's switch for that bug, nothing else) and the table row has both times and a
-    median; exit 0. The bug is one found in a fraction of a second (an own id out of
+    median; exit 0. Each run says it is still running (the interval shortened) and where
+    the campaign's log is. The bug is one found in a fraction of a second (an own id out of
     range is accepted: QEMU comes up where realize should fail)."""
     rc, out = started["test_rediscover_times_a_bug_and_names_it"].result()
     assert rc == 0, out[-4000:]
     row = [ln for ln in out.splitlines() if ln.startswith("| message-range-unchecked")]
     assert row and row[0].count(",") == 1 and "not found" not in row[0], out
+    for seed in (1, 2):
+        assert re.search(rf"^\[rediscover\] message-range-unchecked seed {seed}: still running "
+                         rf"\(\d+s so far\); log: \S+/message-range-unchecked-{seed}\.log$",
+                         out, re.M), out[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +257,7 @@ def test_an_unusable_redis_database_is_refused_not_a_finding(wired_qemu, short_t
     with the reason: not a campaign whose every example 'fails' on the database."""
     res = subprocess.run(
         [sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", "--qemu",
-         str(wired_qemu), "--db", redis_url.replace("db=3", "db=99"), "--artifacts",
+         str(wired_qemu), "--db", redis_url.replace("db=3", "db=99"), "--artifacts-dir",
          str(short_tmp / "art")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert "cannot use the example database" in res.stderr and "FAILURE" not in res.stdout

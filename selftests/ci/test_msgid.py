@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci.series import branch_for, from_msgid, read_series
+from ivflat.ci.series import apply, branch_for, from_msgid, read_series
 from ivflat.errors import UserError
 from ivflat.host.timeouts import scaled
 
@@ -58,6 +58,33 @@ def test_remote_branch_named_by_the_message_id(tmp_path: Path) -> None:
     assert branch_for(clone, MSGID) == f"refs/remotes/origin/{MSGID}"
     series = read_series([from_msgid(MSGID, clone, base, tmp_path / "m")], tmp_path / "s")
     assert len(series.patches) == 2
+
+
+def test_a_series_for_an_older_tree_names_its_fork_point(tmp_path: Path) -> None:
+    """A branch forked before master added a file the series adds too (ivshmem-flat v3 on
+    master): applying it on master fails with a hint naming the fork point as the --base
+    to try; on that fork point it applies."""
+    repo = _repo(tmp_path / "repo")
+    fork = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", MSGID)
+    (repo / "dev.c").write_text("the series' device\n")
+    git(repo, "add", "dev.c")
+    git(repo, "commit", "-q", "-m", "add the device")
+    git(repo, "checkout", "-q", "-")
+    (repo / "dev.c").write_text("master's device\n")
+    git(repo, "add", "dev.c")
+    git(repo, "commit", "-q", "-m", "master adds the device")
+    master = git(repo, "rev-parse", "HEAD")
+    series = read_series([from_msgid(MSGID, repo, master, tmp_path / "m")], tmp_path / "s")
+    assert series.posted_on == fork
+    tree = tmp_path / "tree"
+    subprocess.run(["git", "clone", "-q", str(repo), str(tree)], check=True)
+    with pytest.raises(UserError, match=rf"creates dev\.c, which the base already has.*"
+                       rf"\(try --base {fork[:10]}\)\)$"):
+        apply(tree, series)
+    git(tree, "checkout", "-q", fork)
+    after = apply(tree, series)
+    assert git(tree, "rev-parse", f"{after}~1") == fork
 
 
 def without_b4(tmp: Path) -> str:

@@ -37,7 +37,7 @@ MODULE = '''
 import os
 import pytest
 
-AFTER = os.environ.get("SIDE") == "after"
+AFTER = os.environ.get("IVSHMEM_SELFTEST_SIDE") == "after"
 
 @pytest.mark.xfail(strict=True, reason="known bug version-unchecked: greeting not checked")
 def test_known_bug():
@@ -68,8 +68,8 @@ def side(tmp_path: Path, name: str, module: str = MODULE) -> validate_report.Sid
     xml = tmp_path / f"{name}.xml"
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           *INNER_OPTS, f"--junitxml={xml}", mod.name], cwd=tmp_path,
-                         capture_output=True,
-                         text=True, env=dict(os.environ, SIDE=name), timeout=scaled(120))
+                         capture_output=True, text=True,
+                         env=dict(os.environ, IVSHMEM_SELFTEST_SIDE=name), timeout=scaled(120))
     outcomes, messages = parse_junit(xml)
     run = suite.TestRun(res.returncode, outcomes, messages, 1.0, res.stdout)
     return validate_report.Side(name, "0" * 40, Build(0, None, 2.0, tmp_path / f"build-{name}.log"),

@@ -13,6 +13,8 @@ selftests/ci/flip_cases.py, whose outcomes follow a run counter: deterministic, 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,18 @@ from ivflat.ci.qemubuild import tools_marker
 from ivflat.ci.suite import junit_id
 from selftests.inner import INNER_OPTS
 
-from .tools import BISECT, VALIDATE, fake_qemu_repo, git, prebuilt_qemu_repo, run_tool
+from .tools import (
+    BISECT,
+    VALIDATE,
+    Events,
+    fake_qemu_repo,
+    git,
+    interrupt,
+    no_leftovers,
+    prebuilt_qemu_repo,
+    run_tool,
+    started_tool,
+)
 
 FLIP_CASES = "selftests/ci/flip_cases.py"
 FLIP = [FLIP_CASES, *INNER_OPTS]  # what the tool runs as the suite
@@ -206,3 +219,30 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
                       "--confirm", "1", "--", *FLIP])  # one round keeps the base aside too
     assert again.returncode == 1, again.stdout + again.stderr
     assert list((tmp_path / "cache" / "builds").glob("*.base")) == []
+
+
+def test_a_held_build_says_it_is_still_running(tree: Path, tmp_path: Path) -> None:
+    """While the base's build runs (its configure held on a FIFO nobody writes: a slow
+    build without depending on the machine's speed), ci/validate-patch says every interval
+    (here shortened) that it is still building, for how long, and where the log is; Ctrl-C
+    then stops it and all it started."""
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    configure = (tree / "configure").read_text().replace(
+        "\n", f"\nread go < {fifo}\n", 1)
+    (tree / "configure").write_text(configure)
+    git(tree, "commit", "-q", "-a", "-m", "configure: held")
+    series = patch(tree, tmp_path, (tree / "hw/misc/ivshmem-flat.c").read_text() + "/* */\n")
+    events = Events(tmp_path / "events.sock")
+    try:
+        with started_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
+                           "--", *FLIP], env={"IVSHMEM_PROGRESS_INTERVAL": "0.05"}) as tool:
+            said = events.wait(tool, r"^building: still running \(\d+s so far\); log: \S+$")
+            line = re.findall(r"^building: still running .*$", said, re.M)[-1]
+            log = Path(line.split("; log: ")[1])
+            assert log.is_file() and (tmp_path / "cache") in log.parents, line
+            rc, _, err = interrupt(tool)
+            assert rc == 130, said + err
+            no_leftovers(tool, tmp_path / "cache")
+    finally:
+        events.close()

@@ -71,6 +71,17 @@ def test_fuzz_model_option(how: list[str]) -> None:
     assert (f"--known-bugs {DEPRECATED}; use --model fixed" in res.stderr) == old, res.stderr
 
 
+@pytest.mark.parametrize("opt", ["--artifacts-dir", "--artifacts"])
+def test_fuzz_artifacts_dir_option(opt: str) -> None:
+    """ci/fuzz takes --artifacts-dir and its old name --artifacts alike (both reach the
+    check of --qemu, exit 4), and only the old name is called deprecated."""
+    res = _run(sys.executable, str(REPO / "ci" / "fuzz"), "--minutes", "1", opt, "x",
+               "--qemu=/no/such/qemu")
+    assert res.returncode == 4, res.stderr
+    assert (f"--artifacts {DEPRECATED}; use --artifacts-dir" in res.stderr) == \
+        (opt == "--artifacts"), res.stderr
+
+
 @pytest.mark.parametrize("opt", ["--artifacts-dir", "--keep-artifacts"])
 def test_artifacts_dir_option(plugin_pytester: pytest.Pytester, opt: str) -> None:
     """--artifacts-dir and its old name --keep-artifacts both set where failures leave their

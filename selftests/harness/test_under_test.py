@@ -28,6 +28,18 @@ def test_device(dev):
 """
 
 
+@pytest.mark.parametrize("doc", ["README.md", "docs/running.md"])
+def test_docs_give_the_order(doc: str) -> None:
+    """The README and docs/running.md say which binary wins in the order of the code:
+    ``--qemu``, then :data:`QEMU_ENV` in turn, then the reference build."""
+    text = " ".join((REPO / doc).read_text().split())
+    assert "wins" in text, doc
+    said = text[text.index("wins"):][:400]  # the sentence that says it
+    names = ["`--qemu`", *(f"`${v}`" for v in QEMU_ENV), "the reference build"]
+    at = [said.find(n) for n in names]
+    assert -1 not in at and at == sorted(at), (dict(zip(names, at, strict=True)), said)
+
+
 @pytest.mark.parametrize("first", ["--qemu", *QEMU_ENV])
 def test_first_named_wins(monkeypatch: pytest.MonkeyPatch, first: str) -> None:
     """Each source set together with every later one: the earliest wins."""
