@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import fixes, wiring
+from ivflat.ci.proc import tree_lock
 from ivflat.host.paths import reference_dir
 
 
@@ -25,14 +26,17 @@ def wiring_files(dest: Path) -> Path:
         pytest.skip("no reference build (ci/build-qemu) for Debian's QEMU source")
     tree = Path(json.loads(info.read_text())["tree"])
     patch = wiring.PATCH_DIR / "10.0.patch"
-    for rel in sorted({ln[6:].split("\t")[0].strip() for ln in patch.read_text().splitlines()
-                       if ln.startswith("+++ b/")}):
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tree / rel, dest / rel)
-    applied = tree / wiring.APPLIED
-    if applied.exists():  # the reference tree carries the wiring: take it out again
-        subprocess.run(["patch", "-p1", "-R", "-s", "-F3", "--no-backup-if-mismatch", "-i",
-                        str(applied)], cwd=dest, check=True, capture_output=True)
+    # under the tree's lock: ci/mutants and ci/anchor rewrite its device source meanwhile
+    with tree_lock(tree):
+        for rel in sorted({ln[6:].split("\t")[0].strip()
+                           for ln in patch.read_text().splitlines()
+                           if ln.startswith("+++ b/")}):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tree / rel, dest / rel)
+        applied = tree / wiring.APPLIED
+        if applied.exists():  # the reference tree carries the wiring: take it out again
+            subprocess.run(["patch", "-p1", "-R", "-s", "-F3", "--no-backup-if-mismatch",
+                            "-i", str(applied)], cwd=dest, check=True, capture_output=True)
     assert not wiring.has_wiring(dest)
     return dest
 
