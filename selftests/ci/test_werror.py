@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import werror
+from ivflat.ci import suite, werror
 from ivflat.ci.qemubuild import tools_marker
+from ivflat.ci.validate_report import Side, added_warnings
 from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.timeouts import scaled
 
@@ -93,6 +94,25 @@ def test_no_compile_command_is_not_checked(tmp_path: Path) -> None:
     assert found["result"] == "not checked", found
     assert found["output"][0].startswith("no readable compile_commands.json"), found
     assert werror.diagnostics(found) == [] and werror.warning(found) == []
+
+
+def _side(result: str | None, built: bool = True) -> Side:
+    b = suite.Build(0, Path("/q/qemu-system-arm") if built else None, 1.0, Path("/log"),
+              werror={"result": result, "output": [f"{DEVICE_SOURCE}:1:1: warning: w"]}
+              if result else None)
+    return Side("x", "c", b, suite.TestRun(0, {}, {}, 0.0, ""))
+
+
+def test_warnings_count_only_when_the_series_adds_them() -> None:
+    """The patched side warns: added when the base compiled clean or has no device; not
+    when the base warns too, or was not checked (nothing known to compare with)."""
+    warns = _side("warns")
+    line = [f"{DEVICE_SOURCE}:1:1: warning: w"]
+    assert added_warnings(_side("clean"), warns) == line
+    assert added_warnings(_side(None, built=False), warns) == line
+    for base in ("warns", "not checked", None):
+        assert added_warnings(_side(base), warns) == [], base
+    assert added_warnings(_side("clean"), _side("clean")) == []
 
 
 def test_build_qemu_records_it_and_says_a_warning(tmp_path: Path,
