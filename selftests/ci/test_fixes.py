@@ -24,7 +24,7 @@ from ivflat.device import known_bugs
 from ivflat.host.paths import REPO, cache_dir
 from ivflat.qemu.under_test import fixed_in_build
 
-from .tools import git, scaled
+from .tools import BUILD_QEMU, git, scaled
 
 PATCH = """From 0 Mon Sep 17 00:00:00 2001
 From: a <a@b>
@@ -165,3 +165,19 @@ def test_every_known_bug_test_passes_on_reference_fixes(tmp_path: Path) -> None:
     assert set(tests) - asan_only <= passed, res.stdout[-4000:]
     assert "xfail" not in res.stdout.strip().splitlines()[-1], res.stdout[-4000:]
     assert git(REPO, "status", "--porcelain", "--", "ci/patches") == ""
+
+
+@pytest.mark.slow
+def test_the_fix_series_compiles_clean_with_werror() -> None:
+    """QEMU's CI builds with --enable-werror, the suite with --disable-werror: ci/build-qemu
+    --with-fixes (cached: seconds) compiles the fixed device source again with -Werror,
+    records it clean in BUILDINFO.json and says no WARNING."""
+    _reference("reference-fixes")
+    res = subprocess.run([sys.executable, str(BUILD_QEMU), "--with-fixes"], cwd=REPO,
+                         capture_output=True, text=True, timeout=scaled(1800),
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "WARNING" not in res.stderr, res.stderr[-3000:]
+    info = json.loads((Path(res.stdout.split()[-1]).parent / "BUILDINFO.json").read_text())
+    assert info["fixes"]["patches"] and info["device_werror"] == {
+        "result": "clean", "output": []}, info

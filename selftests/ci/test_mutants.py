@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import devsource, provenance, qemubuild
+from ivflat.ci import devsource, provenance, qemubuild, werror
 from ivflat.ci.wiring import Skip
 from ivflat.ci.workclone import debian_base_repo
 from ivflat.device.board import DEVICE_SOURCE
@@ -263,7 +263,7 @@ def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,
     for name in qemubuild.OUTPUTS:
         (out / name).write_text("")
     (out / "BUILDINFO.json").write_text(json.dumps(
-        {"sources": provenance.digests(bdir.parent)}))
+        {"sources": provenance.digests(bdir.parent), werror.KEY: {"result": werror.CLEAN}}))
     assert "no record of a finished compile" in str(qemubuild._stale(out, bdir))
     devsource.ninja(bdir)
     assert _compiled_from(bdir) == 1

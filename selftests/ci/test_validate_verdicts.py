@@ -246,3 +246,30 @@ def test_a_held_build_says_it_is_still_running(tree: Path, tmp_path: Path) -> No
             no_leftovers(tool, tmp_path / "cache")
     finally:
         events.close()
+
+
+def test_a_series_adding_a_compiler_warning_regresses(tree: Path, tmp_path: Path) -> None:
+    """``int unused;`` in a function of the device source: the one test passes on both
+    sides, yet the verdict is REGRESSED (exit 1) on a line of its own with the compiler's
+    warning -- QEMU's CI builds with -Werror and would fail the series; the JSON says it
+    (``added_warnings``) and which side compiles clean."""
+    unused = ("int ivflat_probe(void);\nint ivflat_probe(void)\n{\n    int unused;\n"
+              "    return 0;\n}\n")
+    series = patch(tree, tmp_path, (tree / "hw/misc/ivshmem-flat.c").read_text() + unused)
+    args = [str(series), "--source", str(tree)]
+    steady = ["--", f"{FLIP_CASES}::test_steady", *INNER_OPTS]
+    res = run_tool([sys.executable, str(VALIDATE), *args, *steady])
+    assert res.returncode == 1, res.stdout + res.stderr
+    said = " ".join(res.stdout.split())
+    assert res.stdout.startswith("ivshmem-flat suite: REGRESSED"), res.stdout
+    assert ("the series adds compiler warnings to hw/misc/ivshmem-flat.c (QEMU's CI builds "
+            "with -Werror): hw/misc/ivshmem-flat.c:5:9: error: unused variable 'unused' "
+            "[-Werror=unused-variable]") in said, res.stdout
+    assert ("REGRESSED: 0 test(s) regressed; compiler warnings added to "
+            "hw/misc/ivshmem-flat.c;") in said, res.stdout
+    doc = json_only(run_tool([sys.executable, str(VALIDATE), *args, "--report", "json",
+                              *steady]), "validate-patch")
+    assert (doc["verdict"], doc["regressed"]) == ("REGRESSED", 0), doc
+    assert "unused variable 'unused'" in doc["added_warnings"][0], doc
+    assert (doc["before"]["device_werror"], doc["after"]["device_werror"]) == \
+        ("clean", "warns"), doc

@@ -94,7 +94,9 @@ PREBUILT_CONFIGURE = r"""#!/bin/sh
 src=$(cd "$(dirname "$0")" && pwd)
 cat > build.ninja <<EOF
 rule cc
-  command = cc -c \$in -o \$out
+  command = cc -MD -MF \$out.d -O2 -Wall -c \$in -o \$out
+  depfile = \$out.d
+  deps = gcc
 rule cp
   command = cp \$in \$out
 build device.o: cc $src/hw/misc/ivshmem-flat.c
@@ -102,6 +104,7 @@ build qemu-system-arm: cp @QEMU@ | device.o
 build contrib/ivshmem-server/ivshmem-server: cp /bin/true | device.o
 build contrib/ivshmem-client/ivshmem-client: cp /bin/true | device.o
 EOF
+ninja -t compdb cc > compile_commands.json  # as meson writes it: ci/build-qemu reads it
 """
 DEVICE_C = 'const char *ivshmem_flat_property = "x-bus-address-iomem";\n'
 
@@ -109,7 +112,8 @@ DEVICE_C = 'const char *ivshmem_flat_property = "x-bus-address-iomem";\n'
 def prebuilt_qemu_repo(path: Path, qemu: Path) -> Path:
     """A QEMU tree that ci/build-qemu --in-place builds in a second: its configure writes a
     build.ninja that compiles the device source (one real C file, so a series that breaks
-    it is a real compile error) and copies the prebuilt *qemu* as qemu-system-arm
+    it is a real compile error; -Wall as QEMU's, so a series can add a warning) with its
+    compile_commands.json, and copies the prebuilt *qemu* as qemu-system-arm
     (ivshmem-server/-client are /bin/true: the tests run on it must not use them). It
     carries the wiring's property, so no wiring patch is applied. One commit."""
     env = dict(os.environ, **FIXED_ENV)
