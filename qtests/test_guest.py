@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from ivflat.device import board, mailbox
+from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.guest]
 
@@ -172,8 +173,6 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
     """Host peer -> echo firmware -> host peer: the reply is the request reversed, the
     guest rings the sender back, and sequence numbers match. Several sizes incl. 0 and max,
     and an oversize request gets an error status."""
-    from ivflat.servers.peer import HostPeer
-
     g = launch_guest(ivshmem_server, "echo")
     gid = _boot_id(g, r"echo: id=(\d+) READY")
     with HostPeer(ivshmem_server.socket_path) as peer:
@@ -198,8 +197,6 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
 
 def test_two_firmware_guests_play_pingpong(ivshmem_server, launch_guest):
     """Two guests bounce a counter through shared memory N times, ringing each other."""
-    from ivflat.servers.peer import HostPeer
-
     a = launch_guest(ivshmem_server, "pingpong", name="ping")
     b = launch_guest(ivshmem_server, "pingpong", name="pong")
     ida = _boot_id(a, r"pingpong: id=(\d+) READY")

@@ -10,6 +10,7 @@ import pytest
 
 from ivflat.device import board
 from ivflat.host import timeouts
+from ivflat.qemu.machine import QMPChannelError
 
 DEV = "/machine/peripheral/ivshmem0"
 CORE_PROPS = {"chardev", "shmem-size"}
@@ -71,8 +72,6 @@ def test_property_values_read_back(make_server, launch_vm):
 @pytest.mark.needs_qtest
 def test_realized_properties_are_read_only(vm):
     """Setting a property of a realized device is refused with a QMP error."""
-    from ivflat.qemu.machine import QMPChannelError
-
     with pytest.raises(QMPChannelError, match="after it was realized"):
         vm.qom_set(DEV, "shmem-size", 4096)
     assert vm.qom_get(DEV, "shmem-size") == board.SHMEM_SIZE

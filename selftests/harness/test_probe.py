@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.device.wirings import classify, semantics
 from ivflat.host import timeouts
 from ivflat.host.paths import REPO, reference_tool
 from ivflat.qemu.probe import ProbeError, probe, probe_uncached
@@ -58,8 +59,6 @@ def test_reference_build_is_wired_with_qtest():
 def test_wiring_classified_by_its_realize_error():
     """The suite's wiring checks the addresses before the server; the upstream series'
     (v3) connects to the server first: their errors for `-device ivshmem-flat` alone."""
-    from ivflat.device.wirings import classify, semantics
-
     ours = ("qemu-system-arm: -device ivshmem-flat: ivshmem-flat: property "
             "x-bus-address-iomem must be set to map the device registers")
     series = ("qemu-system-arm: -device ivshmem-flat: ivshmem server socket not specified "
