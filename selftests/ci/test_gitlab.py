@@ -26,7 +26,7 @@ import yaml
 
 from ivflat.ci.workclone import debian_base_repo
 from ivflat.errors import UserError
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.paths import REPO, cache_dir, reference_dir
 from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, git, run_tool
@@ -343,4 +343,4 @@ def test_matrix_reference_cell_runs_locally(tmp_path: Path) -> None:
     out, head = run_locally(tmp_path, "ivshmem-flat-matrix", cell, {})
     assert out == tmp_path / "qemu-fork" / "ivshmem-flat-reference-default"
     binary = check_outputs(out, head)
-    assert binary.resolve() == (cache_dir() / "reference" / "qemu-system-arm").resolve()
+    assert binary.resolve() == (reference_dir() / "qemu-system-arm").resolve()

@@ -21,6 +21,7 @@ from ivflat.ci.bisect import use_first_parent
 from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir, resolve_rev
 from ivflat.ci.workclone import WorkClone
+from ivflat.device.board import DEVICE_SOURCE
 
 from .tools import BISECT, TOOL_TIMEOUT, git, run_tool, scaled
 
@@ -52,14 +53,14 @@ def test_real_range_goes_along_first_parents_and_pre_device_commits_skip(
     every = int(git(src(), "rev-list", "--count", f"{first}..{master}"))
     assert len(mainline) < every
     pre = next(c for c in reversed(mainline)
-               if git(src(), "ls-tree", c, "hw/misc/ivshmem-flat.c") == "")
+               if git(src(), "ls-tree", c, DEVICE_SOURCE) == "")
     with WorkClone(git_common_dir(src())) as wc:
         wc.checkout(pre)
         res = run_tool([sys.executable, str(BISECT), "--step", "--run-dir",
                         str(tmp_path / "run"), "--", "-k", "test_ivposition"], cwd=wc.path)
     assert res.returncode == 125, res.stderr
     (rec,) = load_steps(tmp_path / "run").values()
-    assert rec["verdict"] == "skip" and "has no hw/misc/ivshmem-flat.c" in rec["reason"]
+    assert rec["verdict"] == "skip" and f"has no {DEVICE_SOURCE}" in rec["reason"]
 
 
 def _bisect(*args: str) -> tuple[int, str, dict]:
