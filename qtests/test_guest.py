@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from ivflat.device import board, mailbox
+from ivflat.qemu.machine import GuestMachine
+from ivflat.servers.api import ServerBackend
 from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.guest]
@@ -65,7 +69,9 @@ def test_hello_takes_console_bytes_by_interrupt(ivshmem_server, launch_guest):
         g.expect(_rx_line(n, c, 0))
 
 
-def _hello_with_peer(ivshmem_server, launch_guest, peer, **dev_kw):
+def _hello_with_peer(ivshmem_server: ServerBackend,
+                     launch_guest: Callable[..., GuestMachine], peer: HostPeer,
+                     **dev_kw: Any) -> tuple[GuestMachine, int]:
     """hello booted to READY; it and the host *peer* hold each other's vectors."""
     g = launch_guest(ivshmem_server, "hello", **dev_kw)
     gid = _boot_id(g, r"hello: id=(\d+)\r?\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ DEV = "/machine/peripheral/ivshmem0"
 CORE_PROPS = {"chardev", "shmem-size"}
 
 
-def _qmp_none(binary, *commands):
+def _qmp_none(binary: Path, *commands: dict[str, Any]) -> list[dict[str, Any]]:
     """QMP on a `-M none` QEMU over stdio: works on any binary, device creatable or not."""
     lines = [{"execute": "qmp_capabilities"}, *commands, {"execute": "quit"}]
     out = subprocess.run([str(binary), "-M", "none", "-display", "none", "-nodefaults",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import bugreports
+from ivflat.ci import bugreports, bugrepros
 from ivflat.device import known_bugs
 from ivflat.host.paths import cache_dir
 from ivflat.host.timeouts import ASAN_SCALE, scaled
@@ -70,7 +70,7 @@ def test_every_registered_bug_has_one_report() -> None:
     """Each registered bug has exactly one report and one reproducer, and nothing else has
     either: a new bug without them, or a stale one left behind, fails here."""
     assert set(bugreports.generate()) == {f"{b.id}.md" for b in known_bugs.BUGS}
-    assert set(bugreports.REPROS) == set(known_bugs.BY_ID)
+    assert set(bugrepros.REPROS) == set(known_bugs.BY_ID)
 
 
 def test_a_registry_change_makes_the_reports_stale(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +96,8 @@ def reproducer_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
     for item in request.session.items:
         fixed = FIXED.get(getattr(item, "originalname", ""))
         callspec = getattr(item, "callspec", None)
-        if (item.module is request.module and fixed is not None and callspec is not None
+        if (isinstance(item, pytest.Function) and item.module is request.module
+                and fixed is not None and callspec is not None
                 and not (item.get_closest_marker("slow")
                          and not request.config.getoption("--run-slow"))):
             wanted.append((callspec.params["bug"], fixed))

@@ -19,8 +19,9 @@ import pytest
 
 from ivflat.ci import fixes
 from ivflat.host.paths import reference_dir
+from ivflat.host.timeouts import scaled
 
-from .tools import git, scaled
+from .tools import git
 
 
 def _checkpatch() -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed: PyYAML gives Any
 
 from ivflat.ci.workclone import debian_base_repo
 from ivflat.errors import UserError
@@ -78,7 +78,8 @@ def resolved(name: str, base: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for parent in [parents] if isinstance(parents, str) else parents:
             out = merged(out, resolve(defs[parent]))
-        return merged(out, {k: v for k, v in spec.items() if k != "extends"})
+        out = merged(out, {k: v for k, v in spec.items() if k != "extends"})
+        return out
     return resolve(defs[name])
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,9 @@ from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir, resolve_rev
 from ivflat.ci.workclone import WorkClone
 from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host.timeouts import scaled
 
-from .tools import BISECT, TOOL_TIMEOUT, git, run_tool, scaled
+from .tools import BISECT, TOOL_TIMEOUT, git, run_tool
 
 QEMU_GIT = os.environ.get("IVSHMEM_QEMU_GIT", "")
 FIRST = "e6c33efed3"  # hw/misc/ivshmem-flat: Add ivshmem-flat device
@@ -63,7 +65,7 @@ def test_real_range_goes_along_first_parents_and_pre_device_commits_skip(
     assert rec["verdict"] == "skip" and f"has no {DEVICE_SOURCE}" in rec["reason"]
 
 
-def _bisect(*args: str) -> tuple[int, str, dict]:
+def _bisect(*args: str) -> tuple[int, str, dict[str, Any]]:
     res = run_tool([sys.executable, str(BISECT), *args, "--source", str(src()), "--",
                     "-k", "test_ivposition"])
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])

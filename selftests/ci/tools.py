@@ -238,12 +238,12 @@ class Events:
                 return text
             left = deadline - time.monotonic()
             assert left > 0, f"awaited {pattern or kind} for {limit:.0f}s; the tool said:\n{text}"
-            readable = select.select([fd, self.sock], [], [], left)[0]
+            readable = select.select([fd, self.sock.fileno()], [], [], left)[0]
             if fd in readable:
                 chunk = os.read(fd, 65536)
                 assert chunk, f"the tool exited before {pattern or kind}:\n{text}"
                 self.stderr += chunk
-            if self.sock in readable:
+            if self.sock.fileno() in readable:
                 what, ppid, _ = (self.sock.recv(4096).decode() + "  ").split(" ", 2)
                 if kind and what == kind and (not_from is None or int(ppid) != not_from):
                     return text

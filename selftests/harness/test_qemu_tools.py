@@ -94,6 +94,7 @@ def test_host_peers_on_qemu_server(short_tmp):
     with srv:
         assert srv.shm_path.exists()
         with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
+            assert a.shm is not None and b.shm is not None  # mapped by the greeting
             assert (a.id, b.id) == (0, 1)
             assert srv.wait_peers(2) == [0, 1]
             a.wait_peer_vectors(b.id, 3)
@@ -124,7 +125,7 @@ def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
     the size it really has (a guest's shmem-size must match that one)."""
     with QemuIvshmemServer(tool("ivshmem-server"), short_tmp / "q.sock",
                            shm_size=3 * 4096) as srv, HostPeer(srv.socket_path) as p:
-        assert len(p.shm) == 4 * 4096 == srv.actual_shm_size
+        assert p.shm is not None and len(p.shm) == 4 * 4096 == srv.actual_shm_size
 
 
 @pytest.mark.interop
@@ -151,6 +152,7 @@ def test_qemu_client_on_qemu_server(short_tmp):
             QemuIvshmemClient(client_bin, srv.socket_path) as client:
         assert client.own_id == 1
         # sessions of their own: a Ctrl-C for pytest's process group does not reach them
+        assert srv.pid is not None and client.pid is not None
         assert os.getsid(srv.pid) == srv.pid and os.getsid(client.pid) == client.pid
         host.wait_peer_vectors(1, 1)
         client.wait_peer_vectors(host.id, 1)
