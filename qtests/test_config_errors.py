@@ -7,6 +7,8 @@ import pytest
 
 from ivflat.device import board
 from ivflat.device.wirings import Semantics, semantics
+from ivflat.qemu.machine import DeviceConfig
+from ivflat.servers.faults import Fault
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
 
@@ -26,8 +28,6 @@ def test_no_chardev(launch_vm):
 
 def test_server_socket_absent(launch_vm, short_tmp):
     """A chardev path with no server listening: the chardev layer refuses to start."""
-    from ivflat.qemu.machine import DeviceConfig
-
     dev = DeviceConfig(server_socket=short_tmp / "nobody.sock")
     vm = launch_vm(None, device=dev, wait_ready=False)
     vm.expect_error_exit("nobody.sock")
@@ -95,8 +95,6 @@ def test_region_wrapping_the_address_space(ivshmem_server, launch_vm, wiring, wh
 def test_server_sends_no_shm_fd(make_server, launch_vm):
     """A greeting without the shared memory fd leaves the device nothing to map: QEMU
     exits with the device's message, without a crash."""
-    from ivflat.servers.faults import Fault
-
     server = make_server(kind="python", fault=Fault.NO_SHM_FD)
     vm = launch_vm(server, wait_ready=False)
     vm.expect_error_exit("Could not receive valid shmem fd")

@@ -6,10 +6,15 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from ivflat.device import board, mailbox
+from ivflat.qemu.machine import GuestMachine
+from ivflat.servers.api import ServerBackend
+from ivflat.servers.peer import HostPeer
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.guest]
 
@@ -64,7 +69,9 @@ def test_hello_takes_console_bytes_by_interrupt(ivshmem_server, launch_guest):
         g.expect(_rx_line(n, c, 0))
 
 
-def _hello_with_peer(ivshmem_server, launch_guest, peer, **dev_kw):
+def _hello_with_peer(ivshmem_server: ServerBackend,
+                     launch_guest: Callable[..., GuestMachine], peer: HostPeer,
+                     **dev_kw: Any) -> tuple[GuestMachine, int]:
     """hello booted to READY; it and the host *peer* hold each other's vectors."""
     g = launch_guest(ivshmem_server, "hello", **dev_kw)
     gid = _boot_id(g, r"hello: id=(\d+)\r?\n")
@@ -172,8 +179,6 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
     """Host peer -> echo firmware -> host peer: the reply is the request reversed, the
     guest rings the sender back, and sequence numbers match. Several sizes incl. 0 and max,
     and an oversize request gets an error status."""
-    from ivflat.servers.peer import HostPeer
-
     g = launch_guest(ivshmem_server, "echo")
     gid = _boot_id(g, r"echo: id=(\d+) READY")
     with HostPeer(ivshmem_server.socket_path) as peer:
@@ -198,8 +203,6 @@ def test_echo_round_trips_with_host_peer(ivshmem_server, launch_guest):
 
 def test_two_firmware_guests_play_pingpong(ivshmem_server, launch_guest):
     """Two guests bounce a counter through shared memory N times, ringing each other."""
-    from ivflat.servers.peer import HostPeer
-
     a = launch_guest(ivshmem_server, "pingpong", name="ping")
     b = launch_guest(ivshmem_server, "pingpong", name="pong")
     ida = _boot_id(a, r"pingpong: id=(\d+) READY")

@@ -17,6 +17,7 @@ import pytest
 from ivflat.device import board
 from ivflat.device.known_bugs import KnownBugCrash, known_bug
 from ivflat.protocol.ivshmem import MAX_PEER_ID, encode, readable
+from ivflat.protocol.qtest import QTestDisconnected, QTestError
 from ivflat.servers.faults import Fault
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest]
@@ -80,8 +81,6 @@ def test_unmappable_shm_fd_is_a_clean_error(make_server, launch_vm):
 
 def _came_up(vm) -> bool:
     """Whether the machine came up (qtest answers), i.e. the device's realize succeeded."""
-    from ivflat.protocol.qtest import QTestDisconnected
-
     try:
         vm.qtest.cmd("endianness")
         return True
@@ -143,8 +142,6 @@ def test_disconnect_for_unknown_id_is_harmless(make_server, launch_dev):
 def test_disconnect_for_own_id_is_survived(make_server, launch_vm):
     """The bad disconnect arrives right after the greeting, so QEMU may die before it even
     answers qtest: the id is fixed and the outcome judged on the process, not on qtest."""
-    from ivflat.protocol.qtest import QTestError
-
     server = make_server(kind="python", fault=Fault.DISCONNECT_OWN_ID, ids=[3])
     vm = launch_vm(server, wait_ready=False)
     server.wait_accepted(1)

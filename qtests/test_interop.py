@@ -8,7 +8,9 @@ import os
 import pytest
 
 from ivflat.device import board
+from ivflat.host.paths import tool_beside
 from ivflat.servers.peer import HostPeer
+from ivflat.servers.qemu_client import QemuIvshmemClient
 
 pytestmark = [pytest.mark.needs_device, pytest.mark.needs_qtest, pytest.mark.interop]
 
@@ -52,9 +54,6 @@ def test_host_peer_and_guest_on_qemu_server(qemu_server, launch_dev):
 def test_qemu_ivshmem_client_as_peer(make_server, launch_dev, qemu_binary, short_tmp, backend):
     """QEMU's interactive ivshmem-client: the guest rings it (it reports the notification),
     and `int <guest> 0` from its prompt pulses the guest's IRQ."""
-    from ivflat.host.paths import tool_beside
-    from ivflat.servers.qemu_client import QemuIvshmemClient
-
     binary = tool_beside(qemu_binary, "ivshmem-client")
     if binary is None:
         pytest.skip("QEMU's ivshmem-client not found beside --qemu nor in the reference build")

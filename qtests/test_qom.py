@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ivflat.device import board
 from ivflat.host import timeouts
+from ivflat.qemu.machine import QMPChannelError
 
 DEV = "/machine/peripheral/ivshmem0"
 CORE_PROPS = {"chardev", "shmem-size"}
 
 
-def _qmp_none(binary, *commands):
+def _qmp_none(binary: Path, *commands: dict[str, Any]) -> list[dict[str, Any]]:
     """QMP on a `-M none` QEMU over stdio: works on any binary, device creatable or not."""
     lines = [{"execute": "qmp_capabilities"}, *commands, {"execute": "quit"}]
     out = subprocess.run([str(binary), "-M", "none", "-display", "none", "-nodefaults",
@@ -71,8 +74,6 @@ def test_property_values_read_back(make_server, launch_vm):
 @pytest.mark.needs_qtest
 def test_realized_properties_are_read_only(vm):
     """Setting a property of a realized device is refused with a QMP error."""
-    from ivflat.qemu.machine import QMPChannelError
-
     with pytest.raises(QMPChannelError, match="after it was realized"):
         vm.qom_set(DEV, "shmem-size", 4096)
     assert vm.qom_get(DEV, "shmem-size") == board.SHMEM_SIZE

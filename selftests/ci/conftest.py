@@ -37,13 +37,13 @@ import pytest
 
 from ivflat.ci.gitrepo import FIXED_ENV, git_common_dir
 from ivflat.ci.workclone import WorkClone, debian_base_repo
+from ivflat.device.board import DEVICE_SOURCE
 from ivflat.errors import UserError
 from ivflat.host.locks import LockBusy, file_lock
 from ivflat.host.paths import cache_dir
 
 from .tools import TOOL_TIMEOUT, History, git
 
-DEV = "hw/misc/ivshmem-flat.c"
 UNIMP = "hw/misc/unimp.c"
 DOC = "docs/system/devices/ivshmem-flat.rst"
 
@@ -51,10 +51,10 @@ DOC = "docs/system/devices/ivshmem-flat.rst"
 HISTORY: list[tuple[str, str, str, str, str]] = [
     ("docs/ivshmem-flat: fix double space", DOC,
      "an aarch64 VM  (using", "an aarch64 VM (using", "harmless"),
-    ("ivshmem-flat: clarify the vector-info comment", DEV,
+    ("ivshmem-flat: clarify the vector-info comment", DEVICE_SOURCE,
      "passed to the handler via the 'opaque' pointer.",
      "passed to the handler via its 'opaque' pointer.", "harmless"),
-    ("ivshmem-flat: report IVPOSITION 1-based like the guest driver expects", DEV,
+    ("ivshmem-flat: report IVPOSITION 1-based like the guest driver expects", DEVICE_SOURCE,
      "ret = s->own.id;", "ret = s->own.id + 1;", "breaks"),
     # 4th of 8: the midpoint, so the bisect's first step meets it and must skip it.
     ("hw/misc/unimp: log the access size", UNIMP,
@@ -67,7 +67,7 @@ HISTORY: list[tuple[str, str, str, str, str]] = [
     ("hw/misc/unimp: comment wording", UNIMP,
      "This is a dummy device which accepts", "This is a stub device which accepts",
      "harmless"),
-    ("ivshmem-flat: comment on the INTMASK read", DEV,
+    ("ivshmem-flat: comment on the INTMASK read", DEVICE_SOURCE,
      "ret = 0; /* Ignore read since all bits are reserved in rev 1. */\n        break;\n"
      "    case INTSTATUS:",
      "ret = 0; /* Reads as zero: all bits are reserved in rev 1. */\n        break;\n"
@@ -75,7 +75,7 @@ HISTORY: list[tuple[str, str, str, str, str]] = [
     ("docs/ivshmem-flat: wording", DOC,
      "is meant to be used on machines", "is intended for machines", "harmless"),
     # After "tip": the fix lands (what ci/bisect --first-fixed finds), then one more commit.
-    ("ivshmem-flat: IVPOSITION is the id the server assigned", DEV,
+    ("ivshmem-flat: IVPOSITION is the id the server assigned", DEVICE_SOURCE,
      "ret = s->own.id + 1;", "ret = s->own.id;", "fixes"),
     ("docs/ivshmem-flat: wording again", DOC,
      "is intended for machines", "is meant for machines", "harmless"),

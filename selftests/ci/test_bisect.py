@@ -280,7 +280,7 @@ def plain_diff(repo: Path, commit: str, dest: Path) -> Path:
         return subprocess.run(["git", "-C", str(repo), "show", rev], check=True,
                               capture_output=True, text=True).stdout.splitlines(keepends=True)
 
-    out = []
+    out: list[str] = []
     for path in git(repo, "diff", "--name-only", f"{commit}^", commit).split():
         out += difflib.unified_diff(blob(f"{commit}^:{path}"), blob(f"{commit}:{path}"),
                                     f"a/{path}", f"b/{path}")

@@ -146,7 +146,8 @@ def reproducer_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
     for item in request.session.items:
         fixed = FIXED.get(getattr(item, "originalname", ""))
         callspec = getattr(item, "callspec", None)
-        if (item.module is request.module and fixed is not None and callspec is not None
+        if (isinstance(item, pytest.Function) and item.module is request.module
+                and fixed is not None and callspec is not None
                 and not (item.get_closest_marker("slow")
                          and not request.config.getoption("--run-slow"))):
             wanted.append((callspec.params["bug"], fixed))

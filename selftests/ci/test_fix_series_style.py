@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import fixes
-from ivflat.host.paths import cache_dir
+from ivflat.host.paths import reference_dir
+from ivflat.host.timeouts import scaled
 
-from .tools import git, scaled
+from .tools import git
 
 
 def _checkpatch() -> Path:
     trees = [Path(os.environ["IVSHMEM_QEMU_GIT"])] if os.environ.get("IVSHMEM_QEMU_GIT") \
         else []
-    info = cache_dir() / "reference" / "BUILDINFO.json"
+    info = reference_dir() / "BUILDINFO.json"
     if info.exists():
         trees.append(Path(json.loads(info.read_text())["tree"]))
     for tree in trees:

@@ -22,9 +22,10 @@ from ivflat.ci import fixes
 from ivflat.ci.wiring import Skip
 from ivflat.device import known_bugs
 from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.timeouts import scaled
 from ivflat.qemu.under_test import fixed_in_build
 
-from .tools import BUILD_QEMU, git, scaled
+from .tools import BUILD_QEMU, git
 
 PATCH = """From 0 Mon Sep 17 00:00:00 2001
 From: a <a@b>

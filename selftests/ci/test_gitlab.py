@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed: PyYAML gives Any
 
 from ivflat.ci.workclone import debian_base_repo
 from ivflat.errors import UserError
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.paths import REPO, cache_dir, reference_dir
 from ivflat.host.timeouts import scaled
 
 from .tools import TOOL_TIMEOUT, git, run_tool
@@ -78,7 +78,8 @@ def resolved(name: str, base: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for parent in [parents] if isinstance(parents, str) else parents:
             out = merged(out, resolve(defs[parent]))
-        return merged(out, {k: v for k, v in spec.items() if k != "extends"})
+        out = merged(out, {k: v for k, v in spec.items() if k != "extends"})
+        return out
     return resolve(defs[name])
 
 
@@ -343,4 +344,4 @@ def test_matrix_reference_cell_runs_locally(tmp_path: Path) -> None:
     out, head = run_locally(tmp_path, "ivshmem-flat-matrix", cell, {})
     assert out == tmp_path / "qemu-fork" / "ivshmem-flat-reference-default"
     binary = check_outputs(out, head)
-    assert binary.resolve() == (cache_dir() / "reference" / "qemu-system-arm").resolve()
+    assert binary.resolve() == (reference_dir() / "qemu-system-arm").resolve()

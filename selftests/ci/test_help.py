@@ -206,7 +206,7 @@ def usage_and_options(text: str) -> tuple[str, dict[str, str]]:
     """A --help's usage (its first paragraph) and each option's metavar as its entry shows
     it (``--source DIR`` -> {"--source": "DIR"})."""
     usage = text.split("\n\n", 1)[0]
-    entries = {}
+    entries: dict[str, str] = {}
     for ln in text.splitlines():
         if ln.startswith("  -"):
             entries.update(METAVAR.findall(ln.strip().split("  ", 1)[0]))

@@ -267,8 +267,9 @@ def test_a_build_recompiles_a_source_whatever_its_mtime(tmp_path: Path,
     assert "no record of a finished compile" in str(qemubuild._stale(out, bdir))
     devsource.ninja(bdir)
     assert _compiled_from(bdir) == 1
-    assert provenance.recorded(bdir) == provenance.digests(bdir.parent)
-    assert provenance.recorded(bdir)[DEVICE_SOURCE] == hashlib.sha256(
+    recorded = provenance.recorded(bdir)
+    assert recorded == provenance.digests(bdir.parent)
+    assert recorded is not None and recorded[DEVICE_SOURCE] == hashlib.sha256(
         PROGRAM.encode()).hexdigest()
     assert qemubuild._stale(out, bdir) is None
     src.write_text(PROGRAM.replace("1;", "3;"))  # the tree no longer holds that source

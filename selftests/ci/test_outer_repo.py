@@ -116,7 +116,7 @@ def _dirty(clone: Path) -> None:
     (clone / "configure.orig").write_text("left by patch(1)\n")
 
 
-BREAKAGES: dict[str, Callable[[Path], None]] = {
+BREAKAGES: dict[str, Callable[[Path], object]] = {  # what they return is not used
     "no HEAD": lambda clone: (clone / ".git" / "HEAD").unlink(),
     "only objects and refs": _only_objects_and_refs,
     "HEAD garbage": lambda clone: (clone / ".git" / "HEAD").write_text("garbage\n"),

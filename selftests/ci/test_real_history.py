@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,10 @@ from ivflat.ci.bisect import use_first_parent
 from ivflat.ci.bisectreport import load_steps
 from ivflat.ci.gitrepo import git_common_dir, resolve_rev
 from ivflat.ci.workclone import WorkClone
+from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host.timeouts import scaled
 
-from .tools import BISECT, TOOL_TIMEOUT, git, run_tool, scaled
+from .tools import BISECT, TOOL_TIMEOUT, git, run_tool
 
 QEMU_GIT = os.environ.get("IVSHMEM_QEMU_GIT", "")
 FIRST = "e6c33efed3"  # hw/misc/ivshmem-flat: Add ivshmem-flat device
@@ -52,17 +55,17 @@ def test_real_range_goes_along_first_parents_and_pre_device_commits_skip(
     every = int(git(src(), "rev-list", "--count", f"{first}..{master}"))
     assert len(mainline) < every
     pre = next(c for c in reversed(mainline)
-               if git(src(), "ls-tree", c, "hw/misc/ivshmem-flat.c") == "")
+               if git(src(), "ls-tree", c, DEVICE_SOURCE) == "")
     with WorkClone(git_common_dir(src())) as wc:
         wc.checkout(pre)
         res = run_tool([sys.executable, str(BISECT), "--step", "--run-dir",
                         str(tmp_path / "run"), "--", "-k", "test_ivposition"], cwd=wc.path)
     assert res.returncode == 125, res.stderr
     (rec,) = load_steps(tmp_path / "run").values()
-    assert rec["verdict"] == "skip" and "has no hw/misc/ivshmem-flat.c" in rec["reason"]
+    assert rec["verdict"] == "skip" and f"has no {DEVICE_SOURCE}" in rec["reason"]
 
 
-def _bisect(*args: str) -> tuple[int, str, dict]:
+def _bisect(*args: str) -> tuple[int, str, dict[str, Any]]:
     res = run_tool([sys.executable, str(BISECT), *args, "--source", str(src()), "--",
                     "-k", "test_ivposition"])
     run_dir = Path(res.stderr.split("logs in ")[1].split()[0])

@@ -63,9 +63,9 @@ def test_clone_left_mid_am_and_mid_bisect_is_repaired(cache: Path, tmp_path: Pat
     conflicting = tmp_path / "conflict.patch"
     conflicting.write_text(git(src, "format-patch", "-1", "--stdout", "HEAD").replace(
         "-# hw/misc/meson.build", "-# something else"))
-    res = subprocess.run(["git", "-C", str(wc.path), "-c", "user.name=x", "-c",
-                          "user.email=x@y", "am", str(conflicting)], capture_output=True)
-    assert res.returncode != 0 and (wc.path / ".git" / "rebase-apply").is_dir()
+    am = subprocess.run(["git", "-C", str(wc.path), "-c", "user.name=x", "-c",
+                         "user.email=x@y", "am", str(conflicting)], capture_output=True)
+    assert am.returncode != 0 and (wc.path / ".git" / "rebase-apply").is_dir()
     git(wc.path, "bisect", "start", "HEAD", "HEAD~1")
     (wc.path / ".git" / "index.lock").touch()
     (wc.path / "hw" / "misc" / "meson.build").write_text("half-patched\n")

@@ -26,9 +26,10 @@ from ivflat.ci.validate import bug_id, bug_table, compare, conclude, rerun_optio
 from ivflat.ci.validate_report import FIXED
 from ivflat.device import known_bugs
 from ivflat.host.paths import REPO
+from ivflat.host.timeouts import scaled
 from selftests.inner import INNER_OPTS
 
-from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool, scaled
+from .tools import TOOL_TIMEOUT, VALIDATE, History, git, run_tool
 
 COVER_MAIL = ("From 0 Mon Sep 17 00:00:00 2001\nFrom: a <a@b>\n"
               "Subject: [PATCH 0/1] one fix\n\nThe cover letter: no diff, not applied.\n\n")

@@ -26,6 +26,7 @@ import pytest
 from ivflat.ci import facts
 from ivflat.ci.qemubuild import tools_marker
 from ivflat.ci.suite import junit_id
+from ivflat.device.board import DEVICE_SOURCE
 from selftests.inner import INNER_OPTS
 
 from .tools import (
@@ -69,7 +70,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def patch(repo: Path, tmp_path: Path, text: str) -> Path:
     """The device source replaced by *text*, as a format-patch file; the repo stays at its
     base."""
-    (repo / "hw/misc/ivshmem-flat.c").write_text(text)
+    (repo / DEVICE_SOURCE).write_text(text)
     git(repo, "commit", "-q", "-a", "-m", "ivshmem-flat: the change")
     out = Path(git(repo, "format-patch", "-1", "-o", str(tmp_path / "series"), "HEAD"))
     git(repo, "reset", "-q", "--hard", "HEAD~1")
@@ -98,7 +99,7 @@ def test_patched_tree_not_built_is_a_regression_only_for_its_code(
     real ENOSPC from a tmpfs mounted (in a mount namespace of the tool's own, gone with it)
     over the cache's builds/ that holds one build but not two -- is no verdict: exit 3,
     said as an internal error, and a JSON document "cannot-judge" for a bot."""
-    base_c = (tree / "hw/misc/ivshmem-flat.c").read_text()
+    base_c = (tree / DEVICE_SOURCE).read_text()
     cmd = [sys.executable, str(VALIDATE)]
     if failure == "compile-error":
         series = patch(tree, tmp_path, base_c + "int broken = ;\n")
@@ -194,7 +195,7 @@ def test_changed_outcomes_are_confirmed_before_they_count(tree: Path, tmp_path: 
     one that failed once more in 3 rounds is "flaky 1/3", shown but not counted; the steady
     test is not re-run. All of it is in the run directory, and the base's build kept aside
     for the re-runs is gone after the run, also when a stale one was in the way."""
-    series = patch(tree, tmp_path, (tree / "hw/misc/ivshmem-flat.c").read_text() + "/* */\n")
+    series = patch(tree, tmp_path, (tree / DEVICE_SOURCE).read_text() + "/* */\n")
     res = run_tool([sys.executable, str(VALIDATE), str(series), "--source", str(tree),
                     "--report", "md", "--", *FLIP])
     out = res.stdout + res.stderr

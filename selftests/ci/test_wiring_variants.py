@@ -15,6 +15,7 @@ import pytest
 
 from ivflat.ci import fixes, wiring
 from ivflat.ci.proc import tree_lock
+from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import reference_dir
 
 
@@ -70,7 +71,7 @@ def test_wiring_variant_needing_least_fuzz_wins(tmp_path: Path) -> None:
     tree = wiring_files(tmp_path / "tree")
     for fix in sorted(fixes.FIXES_DIR.glob("0*.patch")):
         if "cover-letter" not in fix.name:
-            subprocess.run(["git", "apply", "--include=hw/misc/ivshmem-flat.c", str(fix)],
+            subprocess.run(["git", "apply", f"--include={DEVICE_SOURCE}", str(fix)],
                            cwd=tree, check=True, capture_output=True,
                            env={**os.environ, "GIT_DIR": str(tmp_path / "none")})
     variants = tmp_path / "variants"

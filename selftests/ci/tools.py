@@ -25,6 +25,7 @@ import pytest
 
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.proc import STOP_GRACE
+from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO
 from ivflat.host.reaper import pids_with_env
 from ivflat.host.timeouts import scaled
@@ -76,7 +77,7 @@ def fake_qemu_repo(path: Path, device: bool = False) -> Path:
     env = dict(os.environ, **FIXED_ENV)
     files = ["configure", "hw/misc/meson.build", "hw/arm/meson.build"]
     if device:
-        files.append("hw/misc/ivshmem-flat.c")
+        files.append(DEVICE_SOURCE)
     for rel in files:
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
         (path / rel).write_text(f"# {rel}\n")
@@ -89,7 +90,7 @@ def fake_qemu_repo(path: Path, device: bool = False) -> Path:
     return path
 
 
-PREBUILT_CONFIGURE = r"""#!/bin/sh
+PREBUILT_CONFIGURE = rf"""#!/bin/sh
 # A stand-in for QEMU's configure (ci/ self-tests): ci/build-qemu runs it in the build dir.
 src=$(cd "$(dirname "$0")" && pwd)
 cat > build.ninja <<EOF
@@ -99,7 +100,7 @@ rule cc
   deps = gcc
 rule cp
   command = cp \$in \$out
-build device.o: cc $src/hw/misc/ivshmem-flat.c
+build device.o: cc $src/{DEVICE_SOURCE}
 build qemu-system-arm: cp @QEMU@ | device.o
 build contrib/ivshmem-server/ivshmem-server: cp /bin/true | device.o
 build contrib/ivshmem-client/ivshmem-client: cp /bin/true | device.o
@@ -118,7 +119,7 @@ def prebuilt_qemu_repo(path: Path, qemu: Path) -> Path:
     carries the wiring's property, so no wiring patch is applied. One commit."""
     env = dict(os.environ, **FIXED_ENV)
     for rel, text in (("configure", PREBUILT_CONFIGURE.replace("@QEMU@", str(qemu))),
-                      ("hw/misc/ivshmem-flat.c", DEVICE_C), ("hw/arm/meson.build", "\n")):
+                      (DEVICE_SOURCE, DEVICE_C), ("hw/arm/meson.build", "\n")):
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
         (path / rel).write_text(text)
     (path / "configure").chmod(0o755)
@@ -241,12 +242,12 @@ class Events:
                 return text
             left = deadline - time.monotonic()
             assert left > 0, f"awaited {pattern or kind} for {limit:.0f}s; the tool said:\n{text}"
-            readable = select.select([fd, self.sock], [], [], left)[0]
+            readable = select.select([fd, self.sock.fileno()], [], [], left)[0]
             if fd in readable:
                 chunk = os.read(fd, 65536)
                 assert chunk, f"the tool exited before {pattern or kind}:\n{text}"
                 self.stderr += chunk
-            if self.sock in readable:
+            if self.sock.fileno() in readable:
                 what, ppid, _ = (self.sock.recv(4096).decode() + "  ").split(" ", 2)
                 if kind and what == kind and (not_from is None or int(ppid) != not_from):
                     return text

@@ -24,6 +24,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,14 +109,14 @@ class Inner:
     pid: int
     marker: str
     tmp: Path
-    left: dict[str, list] = field(default_factory=dict)
+    left: dict[str, list[Any]] = field(default_factory=dict)  # pids, names
 
 
 def _marked_pids(marker: str) -> list[int]:
     return reaper.pids_with_env(MARKER_VAR, marker)
 
 
-def _leftovers(inner: Inner) -> dict[str, list]:
+def _leftovers(inner: Inner) -> dict[str, list[Any]]:
     return {
         "processes": _marked_pids(inner.marker),
         # the inner run's shm objects and temporary directories carry its owner tag
@@ -257,7 +258,7 @@ def _cleanup_tmp(inner: Inner) -> None:
     shutil.rmtree(inner.tmp, ignore_errors=True)
 
 
-NOTHING = {"processes": [], "shm": [], "tmp": []}
+NOTHING: dict[str, list[Any]] = {"processes": [], "shm": [], "tmp": []}
 
 
 @pytest.mark.parametrize("test,rc,backend", [

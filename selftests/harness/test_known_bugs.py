@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,11 +29,12 @@ def _pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def collection(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     dump = tmp_path_factory.mktemp("kb") / "dump.json"
     res = _pytest("--collect-only", "-q", "qtests/", env={DUMP_ENV: str(dump)})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    return json.loads(dump.read_text())
+    dumped: dict[str, Any] = json.loads(dump.read_text())
+    return dumped
 
 
 def test_ids_are_unique_and_stable_looking():

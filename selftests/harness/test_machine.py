@@ -7,11 +7,13 @@ break (a comma, more than 107 bytes) still connect.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from ivflat.device import board, traces
@@ -161,19 +163,20 @@ def test_guest_reproducer_runs_on_a_terminal_and_cleans_up(ivshmem_server, wired
     """reproduce.sh of a firmware VM (serial on the terminal) boots it on a real pty: QEMU
     stays in the terminal's foreground group (a background one is stopped by SIGTTOU when
     it sets the tty up), and a SIGTERM to the group leaves no shm object or directory."""
-    import pexpect
-
     vm = GuestMachine(wired_qemu, name="g", workdir=tmp_path / "g",
                       kernel=firmware_dir / "hello.elf",
                       devices=[DeviceConfig(Path(ivshmem_server.socket_path))],
                       server=ivshmem_server)
     script = write_reproducer(vm, tmp_path / "repro")
     limit = timeouts.scaled(None, timeouts.CONSOLE)
-    child = pexpect.spawn("sh", [str(script)], timeout=limit,
-                          env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
+    child: pexpect.spawn[bytes] = pexpect.spawn(
+        "sh", [str(script)], timeout=limit,
+        env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
+    assert child.pid is not None
     work = None
     try:
         child.expect(r"reproduce\.sh: working in (\S+) ")
+        assert isinstance(child.match, re.Match)
         work = Path(child.match.group(1).decode())
         assert work.is_dir(), work
         child.expect("READY")  # hello booted (its lines interleave with trace lines)
@@ -193,16 +196,16 @@ def test_cpu_path_reproducer_types_the_console_requests(vm, dev, tmp_path):
     """reproduce.sh of a CpuMachine feeds the recorded access requests to the firmware on
     -serial stdio (not the qtest transcript: two channels cannot share stdin): the replayed
     self-ring reaches the device again and the firmware answers each request."""
-    import pexpect
-
     dev.ring(dev.ivposition, 0)
     script = write_reproducer(vm, tmp_path / "repro")
     requests = (tmp_path / "repro" / "console-requests.txt").read_text().splitlines()
     assert requests[-1] == f"{len(requests)} w4 {board.IOMEM_ADDR + board.DOORBELL:x} 0", \
         requests
     limit = timeouts.scaled(None, timeouts.CONSOLE)
-    child = pexpect.spawn("sh", [str(script)], timeout=limit,
-                          env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
+    child: pexpect.spawn[bytes] = pexpect.spawn(
+        "sh", [str(script)], timeout=limit,
+        env={**os.environ, "IVSHMEM_REPRO_SECONDS": str(int(limit) * 2)})
+    assert child.pid is not None
     try:
         child.expect(rf"{traces.INTERRUPT_PEER} Interrupting peer ID \d+, vector 0")
         # the last reply's end (trace lines on the same terminal can split its start off)

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from ivflat.device.wirings import classify, semantics
 from ivflat.host import timeouts
 from ivflat.host.paths import REPO, reference_tool
 from ivflat.qemu.probe import ProbeError, probe, probe_uncached
 
 DEBIAN_QEMU = Path("/usr/bin/qemu-system-arm")
+REFERENCE = reference_tool("qemu-system-arm")  # before a test moves the cache away
+_needs_reference = pytest.mark.skipif(REFERENCE is None,
+                                      reason="no reference build: run ci/build-qemu")
 
 
 def _debian_10() -> bool:
@@ -37,18 +41,19 @@ def test_debian_stock_binary_is_type_only():
     assert not caps.wired
     assert not caps.qtest_accel
     assert {"chardev", "shmem-size"} <= set(caps.properties)
+    assert caps.device_skip_reason is not None and caps.qtest_skip_reason is not None
     assert "not user-creatable" in caps.device_skip_reason
     assert "ci/build-qemu" in caps.device_skip_reason
     assert "no qtest accelerator" in caps.qtest_skip_reason
 
 
-@pytest.mark.skipif(reference_tool("qemu-system-arm") is None,
-                    reason="no reference build: run ci/build-qemu")
+@_needs_reference
 def test_reference_build_is_wired_with_qtest():
     """The reference build is what the catalogue judges: the probe finds the device
     user-creatable, wired with the suite's wiring and every property, with the qtest
     accelerator, and no reason to skip."""
-    caps = probe_uncached(reference_tool("qemu-system-arm"))
+    assert REFERENCE is not None
+    caps = probe_uncached(REFERENCE)
     assert caps.has_device_type and caps.user_creatable and caps.wired and caps.qtest_accel
     assert caps.missing_props == []
     assert caps.device_skip_reason is None and caps.qtest_skip_reason is None
@@ -58,8 +63,6 @@ def test_reference_build_is_wired_with_qtest():
 def test_wiring_classified_by_its_realize_error():
     """The suite's wiring checks the addresses before the server; the upstream series'
     (v3) connects to the server first: their errors for `-device ivshmem-flat` alone."""
-    from ivflat.device.wirings import classify, semantics
-
     ours = ("qemu-system-arm: -device ivshmem-flat: ivshmem-flat: property "
             "x-bus-address-iomem must be set to map the device registers")
     series = ("qemu-system-arm: -device ivshmem-flat: ivshmem server socket not specified "
@@ -107,13 +110,8 @@ def test_pytest_reports_bad_qemu_as_usage_error(bad):
     assert bad in res.stderr and ("no such file" in res.stderr or "not a QEMU" in res.stderr)
 
 
-REFERENCE = reference_tool("qemu-system-arm")  # before a test moves the cache away
-_needs_reference = pytest.mark.skipif(REFERENCE is None,
-                                      reason="no reference build: run ci/build-qemu")
-
-
 @pytest.fixture
-def private_cache(tmp_path, monkeypatch) -> Path:
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty suite cache of this test's own (the probe cache lives there)."""
     monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
@@ -124,6 +122,7 @@ def test_corrupt_cache_entry_is_probed_again(private_cache):
     """A cache entry that does not parse (an older layout, a half-written edit) means
     "probe again", never a crash of pytest's start-up; the entry is then repaired."""
     ref = REFERENCE
+    assert ref is not None
     good = probe(ref)
     cache = private_cache / "probe-cache.json"
     entries = json.loads(cache.read_text())

@@ -6,12 +6,17 @@ their server, both of theirs together, and how the harness starts, checks and st
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 
 import pytest
 
 from ivflat.device import board
+from ivflat.host.sockpath import too_long, usable
 from ivflat.servers.peer import HostPeer
+from ivflat.servers.qemu_client import IvshmemClientError, QemuIvshmemClient
+from ivflat.servers.qemu_server import QemuIvshmemServer, QemuServerError, is_listening
 
 from .servertools import SIZE, harness_threads, tool
 
@@ -21,8 +26,6 @@ def test_qemu_client_on_python_server(start_server, short_tmp):
     """QEMU's ivshmem-client works with the Python server: it gets its id and every peer's
     vectors, reports a ring of its vector, and rings a host peer's vectors one by one or
     all at once; an unknown peer is an error."""
-    from ivflat.servers.qemu_client import QemuIvshmemClient
-
     binary = tool("ivshmem-client")
     srv = start_server(vectors=2)
     with HostPeer(srv.socket_path) as host, \
@@ -54,10 +57,6 @@ def test_qemu_client_close_kills_and_reaps_even_a_stopped_client(start_server, s
     SIGHUP) and reaps it: no process, no zombie, and the transcript is kept. The wait is
     on the client's exit (a pidfd), bounded by the scaled WAIT, never pexpect's fixed
     0.1 s sleeps, which a loaded machine can outlast."""
-    import signal
-
-    from ivflat.servers.qemu_client import QemuIvshmemClient
-
     srv = start_server(vectors=1)
     client = QemuIvshmemClient(tool("ivshmem-client"), srv.socket_path,
                                logdir=short_tmp).start()
@@ -77,8 +76,6 @@ def test_qemu_client_close_kills_and_reaps_even_a_stopped_client(start_server, s
 def test_qemu_client_cannot_connect_is_an_error(short_tmp):
     """A client with no server to connect to fails with an error saying so, and leaves no
     thread behind."""
-    from ivflat.servers.qemu_client import IvshmemClientError, QemuIvshmemClient
-
     binary = tool("ivshmem-client")
     with pytest.raises(IvshmemClientError, match="cannot connect"):
         QemuIvshmemClient(binary, short_tmp / "nobody.sock").start()
@@ -90,8 +87,6 @@ def test_host_peers_on_qemu_server(short_tmp):
     """HostPeer works with QEMU's ivshmem-server: ids from 0 never reused, every vector, the
     shared memory, rings and disconnects; once stopped the server leaves no socket, shm
     file, thread or fd."""
-    from ivflat.servers.qemu_server import QemuIvshmemServer
-
     binary = tool("ivshmem-server")
     fds_before = set(os.listdir("/proc/self/fd"))
     srv = QemuIvshmemServer(binary, short_tmp / "q.sock", vectors=3, shm_size=SIZE,
@@ -99,6 +94,7 @@ def test_host_peers_on_qemu_server(short_tmp):
     with srv:
         assert srv.shm_path.exists()
         with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
+            assert a.shm is not None and b.shm is not None  # mapped by the greeting
             assert (a.id, b.id) == (0, 1)
             assert srv.wait_peers(2) == [0, 1]
             a.wait_peer_vectors(b.id, 3)
@@ -127,19 +123,15 @@ def test_host_peers_on_qemu_server(short_tmp):
 def test_qemu_server_rounds_size_to_power_of_two(short_tmp):
     """QEMU's server rounds the memory size up to a power of two, and the harness reports
     the size it really has (a guest's shmem-size must match that one)."""
-    from ivflat.servers.qemu_server import QemuIvshmemServer
-
     with QemuIvshmemServer(tool("ivshmem-server"), short_tmp / "q.sock",
                            shm_size=3 * 4096) as srv, HostPeer(srv.socket_path) as p:
-        assert len(p.shm) == 4 * 4096 == srv.actual_shm_size
+        assert p.shm is not None and len(p.shm) == 4 * 4096 == srv.actual_shm_size
 
 
 @pytest.mark.interop
 def test_qemu_server_early_exit_reports_output(short_tmp):
     """A QEMU server that cannot start (too many vectors, a missing binary) is an error
     that says why, and leaves no shm file or thread."""
-    from ivflat.servers.qemu_server import QemuIvshmemServer, QemuServerError
-
     srv = QemuIvshmemServer(tool("ivshmem-server"), short_tmp / "q.sock",
                             vectors=board.MAX_VECTORS + 1)
     with pytest.raises(QemuServerError, match="too many requested vectors"):
@@ -153,9 +145,6 @@ def test_qemu_server_early_exit_reports_output(short_tmp):
 def test_qemu_client_on_qemu_server(short_tmp):
     """QEMU's own client and server work with each other and a host peer, each in its own
     session (a Ctrl-C for pytest does not reach them), and leave no fd or thread."""
-    from ivflat.servers.qemu_client import QemuIvshmemClient
-    from ivflat.servers.qemu_server import QemuIvshmemServer
-
     server, client_bin = tool("ivshmem-server"), tool("ivshmem-client")
     fds_before = set(os.listdir("/proc/self/fd"))
     with QemuIvshmemServer(server, short_tmp / "q.sock", vectors=1,
@@ -163,6 +152,7 @@ def test_qemu_client_on_qemu_server(short_tmp):
             QemuIvshmemClient(client_bin, srv.socket_path) as client:
         assert client.own_id == 1
         # sessions of their own: a Ctrl-C for pytest's process group does not reach them
+        assert srv.pid is not None and client.pid is not None
         assert os.getsid(srv.pid) == srv.pid and os.getsid(client.pid) == client.pid
         host.wait_peer_vectors(1, 1)
         client.wait_peer_vectors(host.id, 1)
@@ -178,10 +168,6 @@ def test_qemu_tools_on_a_socket_path_longer_than_sun_path(short_tmp):
     """A long TMPDIR (a CI workspace) makes the socket path longer than sun_path: QEMU's
     server binds and its client connects through the short alias, as QEMU's chardev does
     (they used to refuse the path: "exited with 1 before listening")."""
-    from ivflat.host.sockpath import too_long
-    from ivflat.servers.qemu_client import QemuIvshmemClient
-    from ivflat.servers.qemu_server import QemuIvshmemServer
-
     path = short_tmp / ("d" * 60) / ("e" * 60) / "q.sock"
     path.parent.mkdir(parents=True)
     assert too_long(path)
@@ -200,11 +186,6 @@ def test_qemu_tools_on_a_socket_path_longer_than_sun_path(short_tmp):
 def test_qemu_server_listening_check_is_by_socket_not_name(short_tmp):
     """The alias of a long path (/proc/self/fd/N/<name>) reads the same in every process
     that binds one: "listening" is judged on the sockets the server process holds."""
-    import subprocess
-
-    from ivflat.host.sockpath import usable
-    from ivflat.servers.qemu_server import _is_listening
-
     path = short_tmp / ("d" * 60) / ("e" * 60) / "q.sock"
     path.parent.mkdir(parents=True)
     other = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
@@ -212,9 +193,9 @@ def test_qemu_server_listening_check_is_by_socket_not_name(short_tmp):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
                 usable(path) as name:
             sock.bind(name)
-            assert not _is_listening(name, os.getpid())
+            assert not is_listening(name, os.getpid())
             sock.listen()
-            assert _is_listening(name, os.getpid())
-            assert not _is_listening(name, other.pid)
+            assert is_listening(name, os.getpid())
+            assert not is_listening(name, other.pid)
     finally:
         other.communicate()

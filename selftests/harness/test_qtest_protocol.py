@@ -20,10 +20,13 @@ from ivflat.protocol.qtest import QTestDisconnected, QTestError, QTestProtocol, 
 
 
 class Script:
-    """The QEMU end: answers each request line with the canned lines of a responder."""
+    """The QEMU end: answers each request line with the canned lines of a responder (None:
+    hang up)."""
 
-    def __init__(self, sock: socket.socket, respond: Callable[[str], list[str]]) -> None:
-        self.sock, self.respond, self.seen = sock, respond, []
+    def __init__(self, sock: socket.socket,
+                 respond: Callable[[str], list[str] | None]) -> None:
+        self.sock, self.respond = sock, respond
+        self.seen: list[str] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -43,7 +46,8 @@ class Script:
 def wire() -> Iterator[Callable[..., tuple[QTestProtocol, Script]]]:
     made: list[tuple[QTestProtocol, Script]] = []
 
-    def make(respond: Callable[[str], list[str] | None], timeout: float = 2.0):
+    def make(respond: Callable[[str], list[str] | None],
+             timeout: float = 2.0) -> tuple[QTestProtocol, Script]:
         a, b = socket.socketpair()
         proto = QTestProtocol(a, timeout=timeout)
         script = Script(b, respond)

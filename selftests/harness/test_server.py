@@ -128,6 +128,7 @@ def test_shm_is_shared(start_server):
     read on the other, at both ends; an access outside it is refused."""
     srv = start_server()
     with HostPeer(srv.socket_path) as a, HostPeer(srv.socket_path) as b:
+        assert a.shm is not None and b.shm is not None  # mapped by the greeting
         assert len(a.shm) == SIZE
         srv.write(100, b"from server")
         assert a.shm[100:111] == b"from server" == b.shm[100:111]
