@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.host import timeouts
 from ivflat.host.paths import reference_dir, reference_tool
 from ivflat.protocol.ivshmem import MessageReader, readable, recv_msg
 
@@ -52,7 +51,7 @@ class Raw:
     def take(self, n: int, keep: bool = False) -> list[tuple[int, str | None]]:
         out = []
         for _ in range(n):
-            value, fd = recv_msg(self.reader, timeouts.scaled())
+            value, fd = recv_msg(self.reader)
             out.append((value, None if fd is None else fd_kind(fd)))
             if fd is not None:
                 (self.kept.append if keep else os.close)(fd)

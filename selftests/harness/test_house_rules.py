@@ -1,7 +1,7 @@
 """The house rules a reviewer would otherwise check by eye: short modules, a package map that
 names every module (issue 22's "where does X live" from the map alone), every name imported
-from the module that defines it (no re-exports), and a docstring on every test stating the
-contract it checks.
+from the module that defines it (no re-exports), a docstring on every test stating the
+contract it checks, and one bounded wait (timeouts.wait_for).
 
 The layering itself is import-linter's job (pyproject.toml, run by .ci/run).
 """
@@ -163,3 +163,42 @@ def test_no_all_lists_a_name_of_another_module():
                 names = ast.literal_eval(node.value)
                 listed += [f"{path.relative_to(REPO)}: {n}" for n in names if n in foreign]
     assert not listed, "__all__ lists names defined elsewhere:\n  " + "\n  ".join(listed)
+
+
+WAITS = "fixtures/ivflat/host/timeouts.py"  # the one home of a deadline loop
+BUDGET_OK = "# budget-ok"  # on a ``while`` line: a run's time budget, not a wait
+
+
+def _harness_files() -> list[str]:
+    """The harness and the ci/ commands: the code whose waits follow timeouts' contract."""
+    return [f for f in _python_files()
+            if f.startswith(("fixtures/ivflat/", "ci/")) and f != WAITS]
+
+
+def _calls_monotonic(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute | ast.Name)
+               and (n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id)
+               == "monotonic" for n in ast.walk(node))
+
+
+def test_every_bounded_wait_is_timeouts_wait_for():
+    """Outside ivflat.host.timeouts no module has a deadline loop (a ``while`` that reads
+    time.monotonic()) nor raises a bare TimeoutError: every wait goes through
+    timeouts.wait_for, so its bound is scaled once and its expiry is a WaitTimeout (an
+    IvflatError) saying what it saw. A loop on a run's time budget (not scaled: the user
+    asked for that long) says so with ``# budget-ok`` on its ``while`` line."""
+    found = []
+    for name in _harness_files():
+        text = (REPO / name).read_text()
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if (isinstance(node, ast.While) and _calls_monotonic(node)
+                    and BUDGET_OK not in lines[node.lineno - 1]):
+                found.append(f"{name}:{node.lineno}: a deadline loop")
+            elif isinstance(node, ast.Raise) and node.exc is not None:
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(exc, ast.Name) and exc.id == "TimeoutError":
+                    found.append(f"{name}:{node.lineno}: raise TimeoutError")
+    assert len(_harness_files()) > 100  # the walk did find the harness
+    assert not found, ("bounded waits of their own (use timeouts.wait_for; a wait's expiry "
+                       "is its WaitTimeout):\n  " + "\n  ".join(found))
