@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ivflat.ci import bisectreport, facts
+from ivflat.ci import bisectreport, facts, suite
 from ivflat.ci.bisectreport import Outcome
 from ivflat.ci.gitrepo import FIXED_ENV
 from ivflat.ci.series import read_series
@@ -61,6 +61,44 @@ def test_validate_text_is_mail_ready(tmp_path: Path) -> None:
     assert "Newly failing (1):" in lines and "  test_fake::test_regresses  [passed -> " \
         "failed]" in lines
     assert lines[-1] == WHO
+
+
+ALIKE = """
+import os
+import pytest
+
+AFTER = os.environ.get("IVSHMEM_SELFTEST_SIDE") == "after"
+WHY = ("known bug version-unchecked: " + "the greeting's version is read and never checked "
+       * 9 + "theend")
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.xfail(strict=True, reason=WHY)
+def test_alike(n):
+    assert AFTER, "the bug shows"
+"""
+
+
+def test_validate_text_says_a_shared_reason_once_and_whole(tmp_path: Path) -> None:
+    """Tests that changed alike for one reason (here three tests of one known bug, fixed)
+    are listed under one line giving the change and the reason once, so a mail is not the
+    same paragraph 40 times; a reason longer than a report keeps is cut between words
+    with "...", never inside one."""
+    before = side(tmp_path, "before", ALIKE)
+    after = side(tmp_path, "after", ALIKE)
+    assert conclude(context(tmp_path), before, after, "text") == 0
+    text = (tmp_path / "report.txt").read_text()
+    mail_ready(text)
+    flat = " ".join(text.split())
+    assert flat.count("[xfailed -> XPASS(strict)]") == 1, text  # the reason, once
+    assert "[xfailed -> XPASS(strict)] 3 tests:" in flat, text
+    for n in (1, 2, 3):
+        assert f"test_fake::test_alike[{n}] (reproduced" not in text  # no re-run here
+        assert f"      test_fake::test_alike[{n}]" in text.splitlines(), text
+    long = after.tests.messages["test_fake::test_alike[1]"]
+    assert len(long) <= suite.MESSAGE_CHARS + 4 and long.endswith(" ..."), long
+    whole = "[XPASS(strict)] known bug version-unchecked: " + \
+        "the greeting's version is read and never checked " * 9 + "theend"
+    assert whole.startswith(long[:-4]) and whole[len(long) - 4] == " ", long  # between words
 
 
 def test_validate_json_has_the_same_facts(tmp_path: Path) -> None:
