@@ -166,13 +166,15 @@ def test_mbox_with_cover_letter_out_of_order_applies_in_order(tmp_path: Path) ->
 
 def test_fix_series_files_read_as_numbered_patches_and_a_cover(tmp_path: Path) -> None:
     """The shipped series, as `ci/validate-patch ci/patches/fixes/*.patch` reads it: a
-    v2 cover letter 0/N and patches 1/N .. N/N, one per file, in order."""
+    v2 cover letter 0/N and patches 1/N .. N/N, one per file, in order (numbers padded to
+    N's width, as git format-patch writes them: 01/10)."""
     files = sorted((REPO / "ci/patches/fixes").glob("*.patch"))
     n = len(files) - 1
+    w = len(str(n))
     series = read_series(files, tmp_path)
-    assert series.cover is not None and f"[PATCH v2 0/{n}]" in series.cover
+    assert series.cover is not None and f"[PATCH v2 {0:0{w}}/{n}]" in series.cover
     assert [p.subject.split("]")[0] for p in series.patches] == \
-        [f"[PATCH v2 {i}/{n}" for i in range(1, n + 1)]
+        [f"[PATCH v2 {i:0{w}}/{n}" for i in range(1, n + 1)]
     assert series.skipped == []
 
 
