@@ -5,6 +5,7 @@ reference build unpacked it; nothing is built.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,10 @@ import pytest
 from ivflat.ci import fixes, wiring
 from ivflat.ci.proc import tree_lock
 from ivflat.device.board import DEVICE_SOURCE
+from ivflat.host.locks import LockBusy
 from ivflat.host.paths import reference_dir
+
+TREE_WAIT = 60.0  # base seconds a test waits for the reference tree's lock
 
 
 def wiring_files(dest: Path) -> Path:
@@ -27,8 +31,13 @@ def wiring_files(dest: Path) -> Path:
         pytest.skip("no reference build (ci/build-qemu) for Debian's QEMU source")
     tree = Path(json.loads(info.read_text())["tree"])
     patch = wiring.PATCH_DIR / "10.0.patch"
-    # under the tree's lock: ci/mutants and ci/anchor rewrite its device source meanwhile
-    with tree_lock(tree):
+    # under the tree's lock: ci/mutants and ci/anchor rewrite its device source meanwhile,
+    # for as long as a mutation run lasts (an hour): past a minute, a skip that says so
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(tree_lock(tree, wait=TREE_WAIT))
+        except LockBusy as exc:
+            pytest.skip(f"the reference tree's sources are being rewritten: {exc}")
         for rel in sorted({ln[6:].split("\t")[0].strip()
                            for ln in patch.read_text().splitlines()
                            if ln.startswith("+++ b/")}):
