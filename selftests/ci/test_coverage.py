@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.ci import coverage
+from ivflat.ci.proc import tree_lock
 from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO, reference_dir
 from ivflat.host.timeouts import scaled
@@ -124,6 +125,20 @@ def test_nothing_to_report_is_said(gcov_build: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=scaled(300))
     assert res.returncode == 2 and "no counters were written" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_run_waits_for_the_trees_lock(gcov_build: Path, tmp_path: Path) -> None:
+    """ci/coverage holds the tree's lock from zeroing the counters to gcovr's report (as
+    builds and ci/mutants do): while another run holds it, it waits (here gives up, the
+    timeouts scaled down) and has neither zeroed the counters nor reported."""
+    out = tmp_path / "out"
+    with tree_lock(gcov_build.parent):
+        res = subprocess.run([sys.executable, str(COVERAGE), "--build", str(gcov_build),
+                              "--out", str(out), "--", "-k", "no_such_test"],
+                             capture_output=True, text=True, timeout=scaled(300),
+                             env={**os.environ, "IVSHMEM_TIMEOUT_SCALE": "0.0003"})
+    assert res.returncode == 2 and "still in use by another run" in res.stderr, res.stderr
+    assert list(gcov_build.glob("**/*.gcda")) and not (out / "coverage.json").exists()
 
 
 @pytest.mark.slow
