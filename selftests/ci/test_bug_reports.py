@@ -23,8 +23,9 @@ import pytest
 
 from ivflat.ci import bug_report_files, bug_reproducers
 from ivflat.device import known_bugs
-from ivflat.host.paths import cache_dir
+from ivflat.host.paths import reference_command
 from ivflat.host.timeouts import ASAN_SCALE, scaled
+from ivflat.qemu.under_test import reference_binary
 
 SECONDS = scaled(3.0)  # how long QEMU runs in a reproducer (a hang is judged at its end)
 AT_ONCE = 6  # reproducers running together: mostly idle, but each starts QEMU and a server
@@ -32,25 +33,21 @@ GROUP = pytest.mark.xdist_group("bug-reproducers")
 Runs = dict[tuple[str, bool], "Future[tuple[int, str]]"]  # (bug id, fixed) -> its run
 
 
-def _path(name: str) -> Path:
-    return cache_dir() / name / "qemu-system-arm"
-
-
-def _binary(name: str) -> Path:
-    binary = _path(name)
-    if not binary.exists():
-        flags = " --sanitize" * ("sanitize" in name) + " --with-fixes" * ("fixes" in name)
-        pytest.skip(f"no {name} build (ci/build-qemu{flags})")
-    return binary
-
-
-def _build_name(bug: known_bugs.KnownBug, fixed: bool) -> str:
+def _path(bug: known_bugs.KnownBug, fixed: bool) -> Path:
     """The reference build the bug's reproducer needs (an ASan one for an ASan-only bug)."""
-    return "reference" + "-sanitize" * (bug.needs == known_bugs.ASAN) + "-fixes" * fixed
+    return reference_binary(_flavour(bug), fixes=fixed)
+
+
+def _flavour(bug: known_bugs.KnownBug) -> str:
+    return "sanitize" if bug.needs == known_bugs.ASAN else "default"
 
 
 def _build_for(bug: known_bugs.KnownBug, fixed: bool) -> Path:
-    return _binary(_build_name(bug, fixed))
+    binary = _path(bug, fixed)
+    if not binary.exists():
+        pytest.skip(f"no {binary.parent.name} build "
+                    f"({reference_command(_flavour(bug), fixes=fixed)})")
+    return binary
 
 
 def _seconds(bug: known_bugs.KnownBug) -> float:
@@ -154,7 +151,7 @@ def reproducer_runs(request: pytest.FixtureRequest) -> Iterator[Runs]:
     with ThreadPoolExecutor(AT_ONCE) as pool:
         runs: Runs = {}
         for bug, fixed in sorted(wanted, key=lambda w: -_seconds(w[0])):  # longest first
-            build = _path(_build_name(bug, fixed))
+            build = _path(bug, fixed)
             if build.exists():
                 runs[bug.id, fixed] = pool.submit(bug_report_files.run, bug, build, _seconds(bug))
         try:

@@ -21,9 +21,9 @@ import pytest
 from ivflat.ci import fixes
 from ivflat.ci.wiring import Skip
 from ivflat.device import known_bugs
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.paths import REPO, reference_command
 from ivflat.host.timeouts import scaled
-from ivflat.qemu.under_test import fixed_in_build
+from ivflat.qemu.under_test import fixed_in_build, reference_binary
 
 from .tools import BUILD_QEMU, git
 
@@ -118,10 +118,10 @@ def test_buildinfo_fixes_are_read_beside_the_binary(tmp_path: Path) -> None:
     assert fixed_in_build(binary) == frozenset()
 
 
-def _reference(name: str) -> Path:
-    binary = cache_dir() / name / "qemu-system-arm"
+def _reference(fixes: bool) -> Path:
+    binary = reference_binary(fixes=fixes)
     if not binary.exists():
-        pytest.skip(f"no {name} build (ci/build-qemu{' --with-fixes' * ('fixes' in name)})")
+        pytest.skip(f"no {binary.parent.name} build ({reference_command(fixes=fixes)})")
     return binary
 
 
@@ -133,7 +133,7 @@ def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_claimed_fix_the_binary_lacks_fails_the_test(tmp_path: Path) -> None:
     """--known-bugs-fixed on the (unfixed) reference: the bug's test is no xfail and fails."""
-    binary = _reference("reference")
+    binary = _reference(fixes=False)
     test = known_bugs.get("version-unchecked").tests[0]
     res = _pytest(test, f"--qemu={binary}", "--known-bugs-fixed=version-unchecked",
                   f"--artifacts-dir={tmp_path}")
@@ -150,7 +150,7 @@ def test_every_known_bug_test_passes_on_reference_fixes(tmp_path: Path) -> None:
     """On the real ``reference-fixes`` build, the bugs read from its BUILDINFO.json are those
     with a fix, --list-known-bugs says each is fixed, and every known-bug test passes (the
     ASan-only one aside) with no xfail left; the shipped patches stay unchanged in git."""
-    binary = _reference("reference-fixes")
+    binary = _reference(fixes=True)
     info = json.loads((binary.parent / "BUILDINFO.json").read_text())
     # read from the patches it applied, against the registry as it is now
     assert known_bugs.fixed_by(info["fixes"]["patches"]) == {b.id for b in _with_fix()}
@@ -173,7 +173,7 @@ def test_the_fix_series_compiles_clean_with_werror() -> None:
     """QEMU's CI builds with --enable-werror, the suite with --disable-werror: ci/build-qemu
     --with-fixes (cached: seconds) compiles the fixed device source again with -Werror,
     records it clean in BUILDINFO.json and says no WARNING."""
-    _reference("reference-fixes")
+    _reference(fixes=True)
     res = subprocess.run([sys.executable, str(BUILD_QEMU), "--with-fixes"], cwd=REPO,
                          capture_output=True, text=True, timeout=scaled(1800),
                          stdin=subprocess.DEVNULL)

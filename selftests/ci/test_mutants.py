@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from ivflat.ci.wiring import Skip
 from ivflat.ci.workclone import debian_base_repo
 from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO, cache_dir, reference_dir, reference_tool
-from ivflat.host.timeouts import scaled
+from ivflat.host.timeouts import scaled, wait_for
 
 from .conftest import every_slot_locked
 from .tools import BUILD_QEMU, TOOL_TIMEOUT, Events, run_tool, started_tool
@@ -216,22 +215,23 @@ def test_a_slow_rebuild_says_it_is_still_running(tmp_path: Path) -> None:
     seen: list[str] = []
     # read-write: never blocks, and keeps "go" in the FIFO until the held edge opens it
     gate = os.open(fifo, os.O_RDWR)
-    deadline = time.monotonic() + scaled(60)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                              start_new_session=True,  # its ninja and held edge die with it
                              env=dict(os.environ, CCACHE_DISABLE="1",
                                       IVSHMEM_PROGRESS_INTERVAL="0.05"))
     try:
-        assert child.stderr is not None
-        while not (seen and seen[-1].startswith(held) and "[1/2]" in seen[-1]):
-            ready, _, _ = select.select([child.stderr], [], [],
-                                        max(0.0, deadline - time.monotonic()))
-            assert ready and time.monotonic() < deadline, \
-                f"no progress line of the held edge in {scaled(60)}s; said: {seen}"
-            line = child.stderr.readline()
-            assert line, f"the rebuild ended without a progress line: {seen}"
-            seen.append(line.rstrip("\n"))
+        stderr = child.stderr
+        assert stderr is not None
+
+        def read(left: float) -> None:
+            if select.select([stderr], [], [], left)[0]:
+                line = stderr.readline()
+                assert line, f"the rebuild ended without a progress line: {seen}"
+                seen.append(line.rstrip("\n"))
+
+        wait_for(lambda: bool(seen) and seen[-1].startswith(held) and "[1/2]" in seen[-1],
+                 60, lambda: f"a progress line of the held edge; said: {seen}", block=read)
         os.write(gate, b"go\n")
         _, err = child.communicate(timeout=scaled(60))
     finally:

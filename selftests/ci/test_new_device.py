@@ -2,7 +2,7 @@
 
 ivshmem-flat v3 (posted Dec 2024) adds hw/misc/ivshmem-flat.c. On master, which has had
 the device since e6c33efed3, it cannot apply; on its own base there is no device to test
-before it. Either way the tool used to say only "does not apply" or "cannot judge". Here:
+before it. Either way the tool must say why, not only "does not apply" or "cannot judge". Here:
 the real tools on tools.prebuilt_qemu_repo trees (one real C file compiled, a prebuilt
 QEMU published as the build) with a private cache.
 """

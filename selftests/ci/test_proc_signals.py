@@ -2,8 +2,8 @@
 signal turned into the orderly KeyboardInterrupt, later ones are dropped, and what the tool
 starts during its cleanup (the last ninja, git) can still be interrupted.
 
-Why: the handler used to set SIG_IGN, which exec passes on, so every child started after a
-Ctrl-C ignored Ctrl-C, SIGTERM and SIGHUP for good."""
+Why: a handler that set SIG_IGN would pass it on through exec, so every child started after
+a Ctrl-C would ignore Ctrl-C, SIGTERM and SIGHUP for good."""
 
 from __future__ import annotations
 

@@ -348,7 +348,7 @@ def test_subproject_donors_user_tree_then_debian(cache: Path, tmp_path: Path) ->
 def test_build_dir_is_configured_afresh_when_the_options_change(tmp_path: Path) -> None:
     """An in-place bisect step from master back to 9.2 kept master's build dir; meson's
     regeneration failed on an option 9.2 does not know ("Unknown options: gdb") and the
-    commit became a false skip (seen on the real history). The configure stamp now holds
+    commit became a false skip (seen on the real history). So the configure stamp holds
     the options file: another meson_options.txt, another stamp, a fresh configure."""
     (tmp_path / "meson_options.txt").write_text("option('gdb', type: 'feature')\n")
     newer = configure_stamp(tmp_path, ["configure", "--x"])

@@ -53,7 +53,8 @@ def wiring_files(dest: Path) -> Path:
 
 def test_wiring_variants_first_that_applies(tmp_path: Path) -> None:
     """Variants are tried in name order; one that does not apply is passed over; a tree
-    with the wiring gets nothing; a tree none applies to is a Skip naming what was tried."""
+    with the wiring gets nothing; a tree none applies to is a Skip naming what was tried;
+    no variant at all is a WiringError (a broken checkout, no verdict on the tree)."""
     tree = wiring_files(tmp_path / "tree")
     assert wiring.choose(tree) == wiring.PATCH_DIR / "10.0.patch"
     variants = tmp_path / "variants"
@@ -70,6 +71,9 @@ def test_wiring_variants_first_that_applies(tmp_path: Path) -> None:
     with pytest.raises(wiring.Skip, match=wiring.NOT_APPLY) as exc:
         wiring.choose(plain, variants)
     assert "00-other-line.patch" in str(exc.value)
+    (variants / "00-other-line.patch").unlink()
+    with pytest.raises(wiring.WiringError, match="no wiring patch in"):
+        wiring.choose(plain, variants)
 
 
 def test_wiring_variant_needing_least_fuzz_wins(tmp_path: Path) -> None:

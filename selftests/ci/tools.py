@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ivflat.ci.proc import STOP_GRACE
 from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host.paths import REPO
 from ivflat.host.reaper import pids_with_env
-from ivflat.host.timeouts import scaled
+from ivflat.host.timeouts import scaled, wait_for
 from selftests.inner import INNER_OPTS
 
 BISECT = REPO / "ci" / "bisect"
@@ -230,27 +229,33 @@ class Events:
         """A bounded, event-driven wait (select, no polling) until *pattern* (a regex)
         matches the stderr read so far, or a datagram of *kind* arrives (with *not_from*:
         one not sent by a child of that pid, e.g. from a `git bisect run` step's pytest
-        rather than one the tool started itself). Returns the stderr read."""
-        proc = tool.proc
-        assert proc.stderr is not None
-        fd = proc.stderr.fileno()
-        limit = scaled(EVENT_TIMEOUT)
-        deadline = time.monotonic() + limit
-        while True:
-            text = self.stderr.decode(errors="replace")
-            if pattern and re.search(pattern, text, re.S | re.M):
-                return text
-            left = deadline - time.monotonic()
-            assert left > 0, f"awaited {pattern or kind} for {limit:.0f}s; the tool said:\n{text}"
+        rather than one the tool started itself). Returns the stderr read; WaitTimeout
+        quoting it after :data:`EVENT_TIMEOUT` (scaled)."""
+        assert tool.proc.stderr is not None
+        fd = tool.proc.stderr.fileno()
+        came = False  # a datagram of *kind*
+
+        def text() -> str:
+            return self.stderr.decode(errors="replace")
+
+        def seen() -> bool:
+            return came or bool(pattern and re.search(pattern, text(), re.S | re.M))
+
+        def read(left: float) -> None:
+            nonlocal came
             readable = select.select([fd, self.sock.fileno()], [], [], left)[0]
             if fd in readable:
                 chunk = os.read(fd, 65536)
-                assert chunk, f"the tool exited before {pattern or kind}:\n{text}"
+                assert chunk, f"the tool exited before {pattern or kind}:\n{text()}"
                 self.stderr += chunk
             if self.sock.fileno() in readable:
                 what, ppid, _ = (self.sock.recv(4096).decode() + "  ").split(" ", 2)
                 if kind and what == kind and (not_from is None or int(ppid) != not_from):
-                    return text
+                    came = True
+
+        wait_for(seen, None, lambda: f"{pattern or kind}; the tool said:\n{text()}",
+                 base=EVENT_TIMEOUT, block=read)
+        return text()
 
 
 def interrupt(tool: Tool) -> tuple[int, str, str]:

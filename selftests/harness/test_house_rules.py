@@ -169,10 +169,12 @@ WAITS = "fixtures/ivflat/host/timeouts.py"  # the one home of a deadline loop
 BUDGET_OK = "# budget-ok"  # on a ``while`` line: a run's time budget, not a wait
 
 
-def _harness_files() -> list[str]:
-    """The harness and the ci/ commands: the code whose waits follow timeouts' contract."""
+def _waiting_files() -> list[str]:
+    """The code whose waits follow timeouts' contract: the harness, the ci/ commands and
+    the tests (the catalogue's and the self-tests')."""
     return [f for f in _python_files()
-            if f.startswith(("fixtures/ivflat/", "ci/")) and f != WAITS]
+            if f.startswith(("fixtures/ivflat/", "ci/", "qtests/", "selftests/"))
+            and f != WAITS]
 
 
 def _calls_monotonic(node: ast.AST) -> bool:
@@ -182,13 +184,15 @@ def _calls_monotonic(node: ast.AST) -> bool:
 
 
 def test_every_bounded_wait_is_timeouts_wait_for():
-    """Outside ivflat.host.timeouts no module has a deadline loop (a ``while`` that reads
-    time.monotonic()) nor raises a bare TimeoutError: every wait goes through
-    timeouts.wait_for, so its bound is scaled once and its expiry is a WaitTimeout (an
-    IvflatError) saying what it saw. A loop on a run's time budget (not scaled: the user
-    asked for that long) says so with ``# budget-ok`` on its ``while`` line."""
+    """Outside ivflat.host.timeouts no module, test or self-test included, has a deadline
+    loop (a ``while`` that reads time.monotonic()) nor raises a bare TimeoutError: every
+    wait goes through timeouts.wait_for, so its bound is scaled once and its expiry is a
+    WaitTimeout (an IvflatError) saying what it saw. A loop on a run's time budget (not
+    scaled: the user asked for that long) says so with ``# budget-ok`` on its ``while``
+    line."""
     found = []
-    for name in _harness_files():
+    files = _waiting_files()
+    for name in files:
         text = (REPO / name).read_text()
         lines = text.splitlines()
         for node in ast.walk(ast.parse(text)):
@@ -199,6 +203,7 @@ def test_every_bounded_wait_is_timeouts_wait_for():
                 exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
                 if isinstance(exc, ast.Name) and exc.id == "TimeoutError":
                     found.append(f"{name}:{node.lineno}: raise TimeoutError")
-    assert len(_harness_files()) > 100  # the walk did find the harness
+    assert len([f for f in files if f.startswith("fixtures/")]) > 100  # it found the harness
+    assert "selftests/ci/tools.py" in files and any(f.startswith("qtests/") for f in files)
     assert not found, ("bounded waits of their own (use timeouts.wait_for; a wait's expiry "
                        "is its WaitTimeout):\n  " + "\n  ".join(found))

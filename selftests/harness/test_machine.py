@@ -21,7 +21,7 @@ from ivflat.device.wirings import semantics
 from ivflat.host import timeouts
 from ivflat.host.reaper import release_all
 from ivflat.host.sockpath import too_long
-from ivflat.plugin.fixtures import _stop_machines
+from ivflat.plugin.fixtures import stop_machines
 from ivflat.protocol.qtest import QTestTimeout
 from ivflat.qemu.driver import IvshmemFlatDriver
 from ivflat.qemu.machine import DeviceConfig, GuestMachine, QtestMachine
@@ -97,7 +97,7 @@ def _fake_sanitizer(tmp_path: Path, qemu: Path, epilogue: str) -> Path:
 def test_crash_at_shutdown_is_a_test_error(tmp_path, wired_qemu, ivshmem_server, epilogue,
                                            expect):
     """A QEMU that crashes or reports a sanitizer error while quitting fails the test
-    (through the fixtures' _stop_machines), with the death reason."""
+    (through the fixtures' stop_machines), with the death reason."""
     vm = QtestMachine(_fake_sanitizer(tmp_path, wired_qemu, epilogue), name="vm0",
                       workdir=tmp_path / "vm0",
                       devices=[DeviceConfig(Path(ivshmem_server.socket_path))])
@@ -108,7 +108,7 @@ def test_crash_at_shutdown_is_a_test_error(tmp_path, wired_qemu, ivshmem_server,
         vm.shutdown()
         raise
     with pytest.raises(pytest.fail.Exception, match=expect):
-        _stop_machines([vm])
+        stop_machines([vm])
     assert vm.shutdown_report and "while shutting down" in vm.shutdown_report
 
 

@@ -18,10 +18,10 @@ import pytest
 from ivflat.device import known_bugs
 from ivflat.device.board import DEVICE_SOURCE
 from ivflat.host import timeouts
-from ivflat.host.paths import REPO, cache_dir
+from ivflat.host.paths import REPO, reference_command
 from ivflat.plugin.run_facts import UNKNOWN, binary_facts, suite_version
 from ivflat.qemu.probe import probe
-from ivflat.qemu.under_test import buildinfo
+from ivflat.qemu.under_test import buildinfo, reference_binary
 
 DEBIAN = Path("/usr/bin/qemu-system-arm")
 
@@ -33,17 +33,16 @@ def junit_properties(path: Path) -> dict[str, str]:
     return {p.get("name", ""): p.get("value", "") for p in suite.iter("property")}
 
 
-@pytest.mark.parametrize("build,xdist", [("reference", ""), ("reference", "-n 2"),
-                                         ("reference-fixes", "")])
-def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: str,
+@pytest.mark.parametrize("fixes,xdist", [(False, ""), (False, "-n 2"), (True, "")])
+def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, fixes: bool,
                                      xdist: str) -> None:
     """The JUnit XML of a run, serial or under xdist, of the reference build and of the fixed
     one, names the binary, its version, wiring and flavour, the device source and its hash,
     the bugs the build fixes, the server backend and the suite's git version, the build's
     facts as its BUILDINFO.json records them: a kept result says what it judged."""
-    binary = cache_dir() / build / "qemu-system-arm"
+    binary = reference_binary(fixes=fixes)
     if not binary.exists():
-        pytest.skip(f"no {build} build (ci/build-qemu{' --with-fixes' * ('fixes' in build)})")
+        pytest.skip(f"no {binary.parent.name} build ({reference_command(fixes=fixes)})")
     plugin_pytester.makepyfile("def test_one():\n    pass\n")
     res = plugin_pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--qemu={binary}", "--junitxml=junit.xml", *xdist.split(),
@@ -63,7 +62,7 @@ def test_junit_names_what_was_judged(plugin_pytester: pytest.Pytester, build: st
     assert len(props["device_source_sha256"]) == 64
     assert props["known_bugs_fixed"] == (
         ",".join(sorted(known_bugs.fixed_by(info["fixes"]["patches"])))
-        if "fixes" in build else "none")
+        if fixes else "none")
     assert props["ivshmem_server"] == "python"
     assert props["suite_version"] == described
 

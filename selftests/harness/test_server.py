@@ -12,6 +12,7 @@ import pytest
 
 from ivflat.host import reaper
 from ivflat.servers import make_server
+from ivflat.servers.api import NoServerBinary
 from ivflat.servers.faults import Fault, FaultKind
 from ivflat.servers.peer import HostPeer
 from ivflat.servers.python_server import IvshmemServer
@@ -239,14 +240,18 @@ def test_failed_start_releases_everything(short_tmp):
     assert set(os.listdir("/proc/self/fd")) == before and harness_threads() == []
 
 
-def test_make_server_kinds(short_tmp):
-    """make_server builds the kind asked for, refuses an unknown kind, and refuses a fault
-    for QEMU's server, which has no fault hooks."""
+def test_make_server_kinds(short_tmp, monkeypatch):
+    """make_server builds the kind asked for, refuses an unknown kind, refuses a fault
+    for QEMU's server, which has no fault hooks, and says NoServerBinary when QEMU's is
+    asked for and there is none (an environment to fix, no server failed)."""
     assert isinstance(make_server("python", short_tmp / "p.sock", vectors=2), IvshmemServer)
     with pytest.raises(ValueError, match="unknown server kind"):
         make_server("rust", short_tmp / "r.sock")
     with pytest.raises(TypeError, match="cannot do"):
         make_server("qemu", short_tmp / "q.sock", binary="/bin/true", fault=Fault.TRUNCATED)
+    monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(short_tmp / "empty-cache"))
+    with pytest.raises(NoServerBinary, match="no ivshmem-server binary"):
+        make_server("qemu", short_tmp / "q.sock")
 
 
 def test_a_held_server_greets_only_once_admitted(short_tmp, raw):

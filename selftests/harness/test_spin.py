@@ -1,7 +1,7 @@
 """A hang proven by the CPU it burns (ivflat.host.spin), issue 23.
 
-Why: the known hang eof-mid-greeting cost two 5 s wall bounds per run of the catalogue;
-its tests now stop as soon as QEMU's main thread has burnt the spin bound. These pin
+Why: judged by a wall bound, the known hang eof-mid-greeting costs two 5 s bounds per run
+of the catalogue; its tests stop as soon as QEMU's main thread has burnt the spin bound. These pin
 what that proof may and may not conclude, with real processes: a spinning one is proven
 hung long before the wall bound, a sleeping one never is (its wall bound judges), and one
 that exits is waited for as ever.

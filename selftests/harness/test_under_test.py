@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ivflat.host import timeouts
-from ivflat.host.paths import REPO, cache_dir, reference_tool
+from ivflat.host.paths import REPO, cache_dir, reference_command, reference_tool
 from ivflat.qemu.under_test import QEMU_ENV, named_qemu, reference_binary, tool_binary
 
 TESTS = """
@@ -58,11 +58,16 @@ def test_a_tool_takes_the_named_binary_else_the_flavours_reference(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The ci/ tools' rule (tool_binary): --qemu wins; else a variable, for the default
     flavour only (ci/fuzz --sanitize is asked for on the command line, so it beats $QEMU);
-    else the flavour's published reference, never PATH."""
+    else the flavour's published reference, never PATH. A reference's name and the
+    ci/build-qemu line that publishes it come from one place (the fix series adds -fixes)."""
     monkeypatch.setenv("IVSHMEM_SUITE_CACHE", str(tmp_path))
     for var in QEMU_ENV:
         monkeypatch.delenv(var, raising=False)
     assert reference_binary("sanitize") == cache_dir() / "reference-sanitize" / "qemu-system-arm"
+    assert reference_binary("sanitize", fixes=True) == \
+        tmp_path / "reference-sanitize-fixes" / "qemu-system-arm"
+    assert reference_command("sanitize", fixes=True) == "ci/build-qemu --sanitize --with-fixes"
+    assert reference_command() == "ci/build-qemu"
     assert tool_binary(None) == tmp_path / "reference" / "qemu-system-arm"
     monkeypatch.setenv("QEMU", "/from/QEMU")
     assert tool_binary(None) == Path("/from/QEMU")

@@ -1,8 +1,8 @@
 """One wait primitive, one contract: ivflat.host.timeouts.wait_for (issue 22).
 
-Why: the harness had four ``_wait(pred, timeout, what)`` with four meanings (one scaled its
-bound, one expected a scaled one, one raised IvshmemProtocolError). These pin the one contract
-every wait now shares: the bound is scaled once, here; expiry raises WaitTimeout (a
+Why: waits with a meaning each (one scaling its bound, one expecting a scaled one, one
+raising a protocol error) are each right alone and wrong together. These pin the one
+contract every wait shares: the bound is scaled once, here; expiry raises WaitTimeout (a
 TimeoutError and an IvflatError) saying the bound and what it saw; *stop* ends the wait
 early; a Condition wakes it without polling.
 """
