@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,20 @@ def _test_functions(path: Path) -> Iterator[ast.FunctionDef | ast.AsyncFunctionD
         for f in node.body if isinstance(node, ast.ClassDef) else [node]:
             if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) and f.name.startswith("test_"):
                 yield f
+
+
+def test_every_ci_module_has_its_layer():
+    """Every module of ivflat.ci sits in a layer of the import-linter contract that keeps
+    its commands above its library: a module left out is bound by no layer, and a library
+    module importing a command would pass unseen."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"][
+        "importlinter"]["contracts"]
+    layers = next(c["layers"] for c in contracts if c.get("type") == "layers"
+                  and any("ivflat.ci." in layer for layer in c["layers"]))
+    named = {m.strip() for layer in layers for m in layer.replace("|", ":").split(":")}
+    modules = {f"ivflat.ci.{p.stem}" for p in (PACKAGE / "ci").glob("*.py")
+               if p.name != "__init__.py"}
+    assert not modules - named, f"ivflat.ci modules in no layer: {sorted(modules - named)}"
 
 
 def test_every_test_states_its_contract():
