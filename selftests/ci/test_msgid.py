@@ -60,10 +60,24 @@ def test_remote_branch_named_by_the_message_id(tmp_path: Path) -> None:
     assert len(series.patches) == 2
 
 
-def test_a_series_for_an_older_tree_names_its_fork_point(tmp_path: Path) -> None:
+def no_git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git as on a fresh machine or a CI runner: no identity configured, and none guessed
+    (``user.useConfigOnly``, so the result does not hang on the host name)."""
+    config = tmp_path / "gitconfig-without-identity"
+    config.write_text("[user]\n\tuseConfigOnly = true\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_a_series_for_an_older_tree_names_its_fork_point(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A branch forked before master added a file the series adds too (ivshmem-flat v3 on
     master): applying it on master fails with a hint naming the fork point as the --base
-    to try; on that fork point it applies."""
+    to try; on that fork point it applies. With no git identity configured (a fresh
+    machine): git refuses an ``am --abort`` without one, which left the clone mid-am."""
+    no_git_identity(tmp_path, monkeypatch)
     repo = _repo(tmp_path / "repo")
     fork = git(repo, "rev-parse", "HEAD")
     git(repo, "checkout", "-q", "-b", MSGID)
