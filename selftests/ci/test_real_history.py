@@ -33,6 +33,9 @@ MASTER = "ece408818d"  # upstream master 2026-02-13 (the mirror's master~1)
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.timeout(int(scaled(3 * TOOL_TIMEOUT))),
+    # both tests run ci/bisect in the one work clone of the mirror, which the tool (by
+    # design) refuses to a second run at once: on one xdist worker, one after the other
+    pytest.mark.xdist_group("qemu-mirror-work-clone"),
     pytest.mark.skipif(not QEMU_GIT or (not Path(QEMU_GIT, ".git").exists() and
                        not Path(QEMU_GIT, "HEAD").exists()),
                        reason="no real QEMU git tree: set IVSHMEM_QEMU_GIT to a clone of "
