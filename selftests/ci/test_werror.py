@@ -40,15 +40,18 @@ OBJ = "libcommon.a.p/hw_misc_ivshmem-flat.c.o"
 
 def meson_tree(tmp_path: Path, source: str, form: str = "command") -> Path:
     """A tree with the device source and a build dir holding its compile command (as
-    ``command`` or ``arguments``) and a stand-in object; returns the build dir."""
+    ``command`` or ``arguments``, or as a coverage build's with ``--coverage``) and a
+    stand-in object; returns the build dir."""
     tree = tmp_path / "tree"
     (tree / "hw/misc").mkdir(parents=True)
     (tree / DEVICE_SOURCE).write_text(source)
     bdir = tree / "build-default"
     (bdir / "libcommon.a.p").mkdir(parents=True)
     (bdir / OBJ).write_text("the build's object\n")
+    cmd = MESON_CMD.replace(" -c ", " --coverage -c ") if form == "gcov" else MESON_CMD
     entry = {"directory": str(bdir), "file": "../hw/misc/ivshmem-flat.c", "output": OBJ,
-             form: MESON_CMD if form == "command" else MESON_CMD.split()}
+             "arguments" if form == "arguments" else "command":
+             cmd.split() if form == "arguments" else cmd}
     other = {"directory": str(bdir), "file": "../hw/misc/other.c", "command": "cc -c x.c"}
     (bdir / "compile_commands.json").write_text(json.dumps([other, entry]))
     return bdir
@@ -61,11 +64,12 @@ def state(bdir: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(bdir.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("form", ["command", "arguments"])
+@pytest.mark.parametrize("form", ["command", "arguments", "gcov"])
 def test_the_build_compile_command_again_with_werror(tmp_path: Path, form: str) -> None:
     """Clean source: "clean"; ``int unused;`` in a function: "warns", the compiler's lines
     naming the file relative to the tree (no local path); the build dir unchanged either
-    way (no object, no .d written)."""
+    way (no object, no .d written, and for a coverage build's ``--coverage`` compile no
+    .gcno, which gcc names after the source when the object goes to /dev/null)."""
     bdir = meson_tree(tmp_path, CLEAN_C, form)
     argv = werror.werror_argv(werror.compile_command(bdir)[0])
     assert argv[-4:] == ["-Werror", "-fdiagnostics-color=never", "-o", "/dev/null"], argv
