@@ -145,6 +145,18 @@ def test_a_run_waits_for_the_trees_lock(gcov_build: Path, tmp_path: Path) -> Non
     assert list(gcov_build.glob("**/*.gcda")) and not (out / "coverage.json").exists()
 
 
+def test_tests_named_are_the_tests_run(gcov_build: Path, tmp_path: Path) -> None:
+    """PYTEST-ARGS that name tests run those, not the whole catalogue besides them (the
+    suite's one rule, ivflat.ci.suite.catalogue_unless_named): pytest's command line, the
+    log's first line, names the file and not qtests/."""
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(COVERAGE), "--build", str(gcov_build), "--out",
+                    str(out), "--", "qtests/test_registers.py", "--collect-only"],
+                   capture_output=True, text=True, timeout=scaled(300))
+    cmd = (out / "pytest.log").read_text().splitlines()[0].split()
+    assert "qtests/test_registers.py" in cmd and "qtests/" not in cmd, cmd
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(int(scaled(TOOL_TIMEOUT)))
 def test_coverage_html_on_the_reference_coverage_build(tmp_path: Path) -> None:
