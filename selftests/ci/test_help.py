@@ -10,6 +10,7 @@ whatever the machine lets it do. Not slow: nothing is built.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import os
 import re
@@ -75,7 +76,10 @@ def tripwired(tmp_path: Path) -> tuple[dict[str, str], Path, Path, Path]:
     return env, cache, home, ran
 
 
+@functools.cache
 def help_text(name: str) -> str:
+    """``ci/<name> --help``, run once per worker: it is the same in every environment
+    (test_help shows it reads and writes nothing)."""
     return subprocess.run([str(CI / name), "--help"], capture_output=True, text=True,
                           check=True, timeout=scaled(60)).stdout
 
@@ -139,9 +143,11 @@ def test_only_refuses_an_unknown_name(name: str, tmp_path: Path) -> None:
     extra = {"fuzz": ["--minutes", "1"], "fuzz-rediscover": ["--paths", "qtest"],
              "bug-reports": ["--run", "/bin/true", "--label", "x"],
              "anchor": ["--source", str(tmp_path)]}.get(name, [])
-    res = subprocess.run([str(CI / name), *extra, "--only", "no-such-name"],
+    env, _, _, ran = tripwired(tmp_path)  # a refusal that failed would start no build
+    res = subprocess.run([str(CI / name), *extra, "--only", "no-such-name"], env=env,
                          capture_output=True, text=True, cwd=tmp_path, timeout=scaled(60))
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert not ran.exists(), ran.read_text()
     assert "Traceback" not in res.stderr, res.stderr
     assert f"ci/{name}: error: " in res.stderr and "'no-such-name'" in res.stderr, res.stderr
 
