@@ -324,7 +324,10 @@ def test_sigkilled_mutants_then_build_qemu_leaves_the_reference_unmutated(
             cmd = [sys.executable, str(REPO / "ci" / "mutants"), "--only",
                    "ivposition-off-by-one", "--", "-p", "selftests.ci.ready_plugin",
                    "-k", "test_ivposition_reports_server_assigned_id"]
-            with started_tool(cmd, env=events.env()) as tool:
+            # the test parks once it has announced itself: killed while under test, never
+            # after a fast test's end let ci/mutants restore the source first
+            hold = {"IVSHMEM_TEST_READY_HOLD": str(scaled(TOOL_TIMEOUT))}
+            with started_tool(cmd, env={**events.env(), **hold}) as tool:
                 events.wait(tool, kind="test")  # the mutant is built and under test
                 tool.proc.kill()  # and everything it started, on leaving the block
         finally:
